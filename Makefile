@@ -1,0 +1,45 @@
+# DSU — set-up and checks. `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+# The CPU path pins torch: an unpinned torch may pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install install-test demo test lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[quantized]"
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(PY) -m dsu.demo
+
+lint: install-test
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+format: install-test
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+test: lint
+	$(PY) -m pytest
+	node --test clients/node/test/
+
+bench: install-test
+	$(PY) bench/bench_demucs.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache separated demo-out

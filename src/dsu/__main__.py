@@ -1,0 +1,5 @@
+"""``python -m dsu`` runs the command line."""
+
+from dsu.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""The Python API: ``Separator(model).separate(audio)`` with arrays or files in and out.
+
+A file is streamed: decoded, resampled, separated and encoded window by window, so peak
+memory does not grow with the track's length. It is read twice, once to validate it and
+measure what the model needs up front (length, and the normalisation of models that use
+it), once to separate it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dsu import archs, audio
+from dsu.archs.base import Bag, SeparationModel
+from dsu.engine import EngineOptions, StatsAccumulator, TrackStats, resolve_device, separate_stream
+from dsu.errors import BadAudio, BadRequest, Cancelled
+from dsu.registry import Registry
+
+ProgressCallback = Callable[[str, float], None]
+CancelLike = Callable[[], bool] | threading.Event
+
+_BLOCK = 1 << 17
+
+
+@dataclass
+class SeparationResult:
+    """What :meth:`Separator.separate` produced.
+
+    Attributes:
+        stems: stem name -> ``[C, T]`` float32 at ``samplerate`` (array output).
+        files: stem name -> written path (file output).
+        samplerate: rate of the outputs, the input's unless told otherwise.
+        elapsed: wall seconds.
+    """
+
+    stems: dict[str, np.ndarray] | None
+    files: dict[str, Path] | None
+    samplerate: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class _Input:
+    """A mixture to separate: a file or an array, read block by block at its own rate."""
+
+    name: str
+    samplerate: int
+    channels: int
+    blocks: Callable[[], Iterator[np.ndarray]]
+
+
+def _array_input(data: np.ndarray | torch.Tensor, samplerate: int | None) -> _Input:
+    if samplerate is None:
+        raise BadRequest("an array input needs its samplerate")
+    array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2:
+        raise BadAudio("<array>", f"expected [channels, samples], got shape {array.shape}")
+    if array.shape[0] > array.shape[1]:
+        array = array.T  # [T, C] as soundfile returns it
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.shape[1] == 0:
+        raise BadAudio("<array>", "no audio samples (zero length)")
+    if not np.isfinite(array).all():
+        raise BadAudio("<array>", "contains NaN or infinite samples")
+    return _Input(
+        "<array>",
+        samplerate,
+        array.shape[0],
+        lambda: (array[:, i : i + _BLOCK] for i in range(0, array.shape[1], _BLOCK)),
+    )
+
+
+def _file_input(path: Path) -> _Input:
+    info = audio.probe(path)
+
+    def blocks() -> Iterator[np.ndarray]:
+        with audio.AudioReader(path, _BLOCK) as reader:
+            yield from reader
+
+    return _Input(str(path), info.samplerate, info.channels, blocks)
+
+
+def _cancel_check(cancel: CancelLike | None) -> Callable[[], bool] | None:
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set
+    return cancel
+
+
+class Separator:
+    """A model kept loaded, ready to separate many inputs.
+
+    Args:
+        model: registry name or alias; None takes the models directory's default, or the
+            weight-free ``center`` when there is none.
+        models_dir: the models directory (DESIGN §2); None uses ``DSU_MODELS_DIR`` or
+            ``~/.cache/dsu/models``.
+        device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+        precision: ``fp32``; ``fp16``/``bf16`` autocast on GPUs.
+        overlap, shifts, batch_size, segment, seed: see :class:`dsu.engine.EngineOptions`.
+        downmix: mix inputs of more than two channels down to stereo instead of refusing.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        models_dir: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        overlap: float | None = None,
+        shifts: int = 0,
+        batch_size: int = 1,
+        segment: float | None = None,
+        seed: int = 0,
+        downmix: bool = False,
+    ) -> None:
+        self.registry = Registry.open(Path(models_dir) if models_dir is not None else None)
+        self.entry = self.registry.resolve(model or self.registry.default or "center")
+        self.options = EngineOptions(
+            overlap=overlap,
+            shifts=shifts,
+            batch_size=batch_size,
+            segment=segment,
+            precision=precision,
+            seed=seed,
+        )
+        self.device = resolve_device(device)
+        self.downmix = downmix
+        self._model: SeparationModel | Bag | None = None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def model(self) -> SeparationModel | Bag:
+        """The loaded network (loads it on first use)."""
+        if self._model is None:
+            self.load()
+        assert self._model is not None
+        return self._model
+
+    @property
+    def stems(self) -> list[str]:
+        return list(self.model.stems)
+
+    @property
+    def samplerate(self) -> int:
+        return self.model.samplerate
+
+    def load(self) -> None:
+        """Load the weights onto the device now rather than on first separation."""
+        if self._model is None:
+            self._model = archs.load(self.entry).to(self.device)
+
+    def unload(self) -> None:
+        """Release the weights (and the GPU memory they held)."""
+        self._model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _stem_plan(
+        self, stems: list[str] | None, two_stems: str | None
+    ) -> tuple[list[str], str | None]:
+        """Stems to ask the engine for, and the one whose complement is also written."""
+        available = list(self.model.stems)
+        if two_stems is not None:
+            if stems:
+                raise BadRequest("give either stems or two_stems, not both")
+            stems = [two_stems]
+        wanted = list(dict.fromkeys(stems or available))
+        unknown = [s for s in wanted if s not in available]
+        if unknown:
+            raise BadRequest(
+                f"model {self.name!r} has no stem {', '.join(map(repr, unknown))}; "
+                f"its stems are {', '.join(available)}"
+            )
+        return wanted, two_stems
+
+    def separate(
+        self,
+        audio_input: str | Path | np.ndarray | torch.Tensor,
+        samplerate: int | None = None,
+        *,
+        stems: list[str] | None = None,
+        two_stems: str | None = None,
+        output_dir: str | Path | None = None,
+        format: str = "wav",
+        bit_depth: int | None = None,
+        bitrate: int | None = None,
+        output_samplerate: int | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelLike | None = None,
+    ) -> SeparationResult:
+        """Separate a file or an array.
+
+        Args:
+            audio_input: a path, or an array ``[C, T]`` (or ``[T]``) with ``samplerate``.
+            stems: the stems wanted (default all); others are not computed where the
+                model allows (bag members that weigh none of them are skipped).
+            two_stems: write this stem and ``no_<stem>`` = mixture - stem.
+            output_dir: write ``<output_dir>/<stem>.<ext>`` (atomically; nothing is left
+                behind on error or cancel) instead of returning arrays.
+            format, bit_depth, bitrate: the output encoding (``dsu.audio.OUTPUT_FORMATS``).
+            output_samplerate: rate of the outputs; default the input's.
+            progress: ``(stage, fraction)``; stages ``reading`` then ``separating``.
+            cancel: a callable or Event; when set the call raises :class:`Cancelled`.
+        """
+        started = time.perf_counter()
+        source = (
+            _file_input(Path(audio_input))
+            if isinstance(audio_input, str | Path)
+            else _array_input(audio_input, samplerate)
+        )
+        wanted, complement_of = self._stem_plan(stems, two_stems)
+        model = self.model
+        should_cancel = _cancel_check(cancel)
+        out_rate = output_samplerate or source.samplerate
+        out_channels = 1 if source.channels == 1 else model.channels
+
+        frames, length, stats = self._measure(source, progress, should_cancel)
+        out_length = round(frames * out_rate / source.samplerate)
+        names = wanted + ([f"no_{complement_of}"] if complement_of else [])
+        sinks = {
+            name: _StemSink(model.samplerate, model.channels, out_rate, out_channels, out_length)
+            for name in names
+        }
+        writers: dict[str, audio.AudioWriter] = {}
+        if output_dir is not None:
+            directory = Path(output_dir)
+            ext = audio.extension_for(format)
+            writers = {
+                name: audio.AudioWriter(
+                    directory / f"{name}.{ext}", out_rate, out_channels, format, bit_depth, bitrate
+                )
+                for name in names
+            }
+            for name, writer in writers.items():
+                sinks[name].writer = writer
+        try:
+
+            def sink(block: torch.Tensor, mix: torch.Tensor) -> None:
+                for row, name in enumerate(wanted):
+                    sinks[name].push(block[row])
+                if complement_of:
+                    sinks[f"no_{complement_of}"].push(mix - block[wanted.index(complement_of)])
+
+            separate_stream(
+                model,
+                self._model_blocks(source),
+                length,
+                sink,
+                stems=wanted,
+                options=self.options,
+                stats=stats,
+                device=self.device,
+                progress=(lambda f: progress("separating", f)) if progress else None,
+                cancel=should_cancel,
+            )
+            results = {name: s.finish() for name, s in sinks.items()}
+            files = {name: writer.commit() for name, writer in writers.items()}
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        elapsed = time.perf_counter() - started
+        if writers:
+            return SeparationResult(None, files, out_rate, elapsed)
+        return SeparationResult(
+            {k: v for k, v in results.items() if v is not None}, None, out_rate, elapsed
+        )
+
+    def _model_blocks(
+        self, source: _Input, blocks: Iterator[np.ndarray] | None = None
+    ) -> Iterator[np.ndarray]:
+        """The input's blocks, with the model's channels and at the model's rate."""
+        model = self.model
+        resampler = audio.Resampler(source.samplerate, model.samplerate, model.channels)
+        for block in blocks if blocks is not None else source.blocks():
+            block = audio.conform_channels(
+                block, model.channels, downmix=self.downmix, path=source.name
+            )
+            out = resampler.process(block)
+            if out.shape[-1]:
+                yield out
+        tail = resampler.flush()
+        if tail.shape[-1]:
+            yield tail
+
+    def _measure(
+        self,
+        source: _Input,
+        progress: ProgressCallback | None,
+        cancel: Callable[[], bool] | None,
+    ) -> tuple[int, int, TrackStats | None]:
+        """First pass: validate every sample; the input's length, and the length and
+        normalisation at the model's rate."""
+        accumulator = StatsAccumulator()
+        frames = 0
+
+        def counted() -> Iterator[np.ndarray]:
+            nonlocal frames
+            for block in source.blocks():
+                frames += block.shape[-1]
+                yield block
+
+        for block in self._model_blocks(source, counted()):
+            if cancel is not None and cancel():
+                raise Cancelled("separation cancelled")
+            accumulator.add(block)
+            if progress is not None:
+                progress("reading", 0.0)
+        if accumulator.count == 0:
+            raise BadAudio(source.name, "no audio samples (zero length)")
+        stats = accumulator.stats() if self.model.normalize else None
+        return frames, accumulator.count, stats
+
+
+class _StemSink:
+    """Turns model-rate stem blocks into one output: resampled, channel-matched, exact length.
+
+    With a ``writer`` blocks are encoded as they come; without one they are kept and
+    joined by :meth:`finish`.
+    """
+
+    def __init__(
+        self, model_rate: int, model_channels: int, out_rate: int, channels: int, length: int
+    ) -> None:
+        self._resampler = audio.Resampler(model_rate, out_rate, model_channels)
+        self._model_channels = model_channels
+        self._channels = channels
+        self._length = length
+        self._written = 0
+        self._parts: list[np.ndarray] = []
+        self.writer: audio.AudioWriter | None = None
+
+    def _emit(self, block: np.ndarray) -> None:
+        block = block[:, : self._length - self._written]
+        if not block.shape[-1]:
+            return
+        if self._channels == 1:
+            block = block.mean(0, keepdims=True)
+        if self.writer is not None:
+            self.writer.write(block)
+        else:
+            self._parts.append(block)
+        self._written += block.shape[-1]
+
+    def push(self, block: torch.Tensor) -> None:
+        """Take the next ``[C, n]`` block at the model's rate."""
+        self._emit(self._resampler.process(block.numpy()))
+
+    def finish(self) -> np.ndarray | None:
+        """Flush, pad to the exact length; the joined ``[C, T]`` array when not writing."""
+        self._emit(self._resampler.flush())
+        missing = self._length - self._written
+        if missing > 0:
+            self._emit(np.zeros((self._model_channels, missing), dtype=np.float32))
+        if self.writer is not None:
+            return None
+        return np.concatenate(self._parts, -1).astype(np.float32, copy=False)

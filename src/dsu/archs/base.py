@@ -1,0 +1,128 @@
+"""The uniform model object every family returns.
+
+A family module (``dsu.archs.<family>``) knows one checkpoint format and builds a
+:class:`SeparationModel`; the engine knows nothing else about it. A bag of models
+(Demucs' ensembles) is a :class:`Bag`: members with per-stem weights, each run with its
+own chunk grid and combined by the engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+
+class SeparationModel(ABC):
+    """One network that maps a mixture chunk to stem chunks.
+
+    Attributes:
+        samplerate: rate the network runs at, in Hz.
+        channels: audio channels it expects (2 for every stereo model).
+        stems: names of the sources it returns, in output order.
+        segment: preferred chunk length in samples at ``samplerate``.
+        overlap: preferred fraction of overlap between consecutive chunks, in [0, 1).
+        normalize: if True the engine standardises the whole track (mean and std of its
+            mono mix) before the network and undoes it after, as Demucs does.
+        window: cross-fade between chunks, ``"triangle"`` (Demucs) or ``"rect"`` (no
+            cross-fade: overlapping chunks are averaged).
+        transition_power: exponent applied to the triangle window.
+    """
+
+    samplerate: int
+    channels: int
+    stems: list[str]
+    segment: int
+    overlap: float = 0.25
+    normalize: bool = False
+    window: str = "triangle"
+    transition_power: float = 1.0
+
+    def valid_length(self, length: int, segment: int) -> int:
+        """Input length the network needs to produce ``length`` output samples.
+
+        The engine feeds ``valid_length(n, segment)`` samples centred on an ``n``-sample
+        chunk (``n <= segment``, the engine's chunk size, which the user may override),
+        taken from the surrounding audio (zeros past the track's ends), and keeps the
+        centre ``n`` samples of the output.
+        """
+        return length
+
+    @abstractmethod
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        """Separate a batch of chunks.
+
+        Args:
+            mix: ``[B, C, T]`` float tensor on the model's device.
+
+        Returns:
+            ``[B, S, C, T']`` with ``S = len(stems)``; ``T' >= `` the chunk length, the
+            engine centre-trims.
+        """
+
+    @abstractmethod
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> SeparationModel:
+        """Move parameters to ``device``/``dtype`` in place and return self."""
+
+    def __call__(self, mix: torch.Tensor) -> torch.Tensor:
+        return self.forward(mix)
+
+
+@dataclass
+class Bag:
+    """An ensemble: every member separates the mix, stems are weighted per member.
+
+    ``weights[m][s]`` is member ``m``'s weight for stem ``s``; each stem is divided by the
+    sum of its weights. A member whose weight is zero for every requested stem is not run.
+    """
+
+    members: list[SeparationModel]
+    weights: list[list[float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("a bag needs at least one model")
+        first = self.members[0]
+        for member in self.members[1:]:
+            if (member.stems, member.samplerate, member.channels) != (
+                first.stems,
+                first.samplerate,
+                first.channels,
+            ):
+                raise ValueError("every model of a bag must share stems, rate and channels")
+        if not self.weights:
+            self.weights = [[1.0] * len(first.stems) for _ in self.members]
+        if len(self.weights) != len(self.members) or any(
+            len(w) != len(first.stems) for w in self.weights
+        ):
+            raise ValueError("a bag needs one weight per model and stem")
+
+    @property
+    def samplerate(self) -> int:
+        return self.members[0].samplerate
+
+    @property
+    def channels(self) -> int:
+        return self.members[0].channels
+
+    @property
+    def stems(self) -> list[str]:
+        return self.members[0].stems
+
+    @property
+    def normalize(self) -> bool:
+        return self.members[0].normalize
+
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> Bag:
+        for member in self.members:
+            member.to(device, dtype)
+        return self
+
+
+Separable = SeparationModel | Bag
+
+
+def as_bag(model: Separable) -> Bag:
+    """View any model as a bag (a single model is a bag of one)."""
+    return model if isinstance(model, Bag) else Bag([model])

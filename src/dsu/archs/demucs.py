@@ -1,0 +1,112 @@
+"""Demucs v2/v3/v4 through the ``demucs`` package's own model classes.
+
+A checkpoint is a ``.th`` package (``klass``, ``args``, ``kwargs``, ``state``) as
+``demucs.states.serialize_model`` writes it; diffq-quantized states (``mdx_q``,
+``mdx_extra_q``) need the ``quantized`` extra. A bag is a YAML file (``models``,
+optional ``weights`` and ``segment``) whose members are the entry's weight files, in
+order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from demucs.htdemucs import HTDemucs
+from demucs.states import load_model
+
+from dsu.archs.base import Bag, SeparationModel
+from dsu.errors import RegistryError, UnsupportedModel
+from dsu.registry.entry import ModelEntry
+
+
+class DemucsModel(SeparationModel):
+    """One Demucs network (``Demucs``, ``HDemucs`` or ``HTDemucs``).
+
+    Chunks are ``net.segment`` seconds with 25% overlap and a triangle window; the track
+    is standardised by its mono mix's mean and std, as ``demucs.api`` does.
+    """
+
+    overlap = 0.25
+    normalize = True
+    window = "triangle"
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        self.net = net.eval()
+        self.samplerate = int(net.samplerate)
+        self.channels = int(net.audio_channels)
+        self.stems = list(net.sources)
+        self.segment = int(float(Fraction(net.segment)) * self.samplerate)
+
+    def valid_length(self, length: int, segment: int) -> int:
+        if isinstance(self.net, HTDemucs):
+            # A transformer model always sees whole segments (it pads a short one itself).
+            return segment
+        if hasattr(self.net, "valid_length"):
+            return int(self.net.valid_length(length))
+        return length
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T] -> [B, S, C, T']``."""
+        return self.net(mix)
+
+    def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> DemucsModel:
+        self.net.to(device=device, dtype=dtype)
+        return self
+
+
+def load_package(path: Path) -> torch.nn.Module:
+    """Build the network stored in a ``.th`` package."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load_model(path)
+    except SystemExit as exc:  # demucs.states calls fatal() when diffq is missing
+        raise UnsupportedModel(
+            f"{path.name} is a diffq-quantized Demucs model: install the 'quantized' extra "
+            "(pip install 'dsu[quantized]')"
+        ) from exc
+    except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as exc:
+        raise RegistryError(f"{path}: not a loadable Demucs checkpoint ({exc})") from exc
+
+
+def _bag_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"{path}: unreadable Demucs bag definition ({exc})") from exc
+    if not isinstance(config, dict):
+        raise RegistryError(f"{path}: a Demucs bag definition must be a mapping")
+    return config
+
+
+def load(entry: ModelEntry, **_: Any) -> DemucsModel | Bag:
+    """Build a Demucs model or bag from a registry entry.
+
+    Bag weights and segment come from ``entry.options`` or else the bag YAML
+    (``entry.config``); the YAML's ``models`` order must match ``entry.weights``.
+    """
+    if not entry.weights:
+        raise RegistryError(f"model {entry.name!r} lists no weight files")
+    config = _bag_config(entry.config)
+    weights = entry.options.get("weights", config.get("weights"))
+    segment = entry.options.get("segment", config.get("segment"))
+    nets = [load_package(path) for path in entry.weights]
+    if segment is not None:
+        for net in nets:
+            # As demucs.apply.BagOfModels: a bag segment may shorten an HTDemucs, never lengthen it.
+            if not isinstance(net, HTDemucs) or segment <= net.segment:
+                net.segment = segment
+    members = [DemucsModel(net) for net in nets]
+    if len(members) == 1 and weights is None:
+        return members[0]
+    try:
+        return Bag(members, [list(map(float, w)) for w in weights] if weights else [])
+    except ValueError as exc:
+        raise RegistryError(f"model {entry.name!r}: {exc}") from exc

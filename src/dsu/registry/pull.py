@@ -1,0 +1,163 @@
+"""``pull``: install a catalog model into a models directory.
+
+Weights go to ``weights/``, configs to ``configs/`` (a Demucs bag definition is written as
+``configs/<name>.yaml``), then the entry is added to ``models.json``. Files come from their
+official URL or from a mirror: a local directory holding the files by name (also in its
+``weights/`` or ``configs/`` folder, so another models directory works as a mirror) or a
+base URL. Files already present with the right checksum are not fetched again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsu.errors import DownloadError, ModelNotFound
+from dsu.registry.catalog import Catalog, CatalogEntry, builtin_catalog
+from dsu.registry.checksum import file_sha256, matches
+from dsu.registry.download import Progress, fetch
+from dsu.registry.entry import ModelEntry
+from dsu.registry.manifest import MANIFEST, VERSION, locked, read_manifest, write_manifest
+from dsu.registry.registry import BUILTIN, Registry
+from dsu.registry.scan import scan
+from dsu.registry.settings import settings
+
+
+def pull(
+    name: str,
+    models_dir: str | Path | None = None,
+    *,
+    mirror: str | Path | None = None,
+    progress: Progress | None = None,
+    catalog: Catalog | None = None,
+) -> ModelEntry:
+    """Fetch a catalog model into ``models_dir`` and register it.
+
+    Args:
+        name: catalog name or alias.
+        models_dir: target directory (default ``DSU_MODELS_DIR`` or ``~/.cache/dsu/models``);
+            created if needed.
+        mirror: directory or base URL to fetch from instead of the official URLs
+            (default ``DSU_MODELS_MIRROR``).
+        progress: ``progress(file_name, bytes_done, bytes_total_or_None)``.
+        catalog: where to look ``name`` up (default: the built-in catalog).
+
+    Returns:
+        The installed entry, resolved as :meth:`Registry.resolve` would.
+
+    Raises:
+        ModelNotFound: ``name`` is not in the catalog.
+        DownloadError, ChecksumMismatch: a file could not be fetched or verified; nothing
+            of it is installed and ``models.json`` is unchanged.
+        RegistryError: the directory's existing ``models.json`` is invalid.
+    """
+    config = settings()
+    root = Path(models_dir).expanduser() if models_dir is not None else config.models_dir
+    catalog = catalog or builtin_catalog()
+    item = catalog.get(name)
+    if item is None:
+        close = catalog.close_names(name)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ModelNotFound(
+            f"{name!r} is not in the catalog{hint} (`dsu models list` shows what can be pulled)"
+        )
+    mirror = mirror if mirror is not None else config.mirror
+
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(root):
+        # Read the current registry first: an invalid models.json fails before any download.
+        document = _current_document(root)
+        for file_name in item.files:
+            folder = root / ("configs" if file_name == item.config else "weights")
+            folder.mkdir(exist_ok=True)
+            dest = folder / file_name
+            expected = item.sha256[file_name]
+            if dest.is_file() and matches(file_sha256(dest), expected):
+                continue
+            fetch(
+                _source(file_name, item.url[file_name], mirror),
+                dest,
+                expected,
+                timeout=config.timeout,
+                retries=config.retries,
+                progress=progress,
+            )
+        if item.bag is not None:
+            (root / "configs").mkdir(exist_ok=True)
+            _write_text(root / "configs" / f"{item.name}.yaml", yaml.safe_dump(item.bag))
+        document["models"][item.name] = _manifest_entry(item)
+        document["default"] = document.get("default") or item.name
+        write_manifest(root, document, reserved=BUILTIN)
+    return Registry.open(root, catalog=catalog).resolve(item.name)
+
+
+def _current_document(root: Path) -> dict[str, Any]:
+    """The directory's registry as a document to extend: models.json (validated), else what
+    a scan finds (so models already in a plain Demucs repo stay listed), else empty."""
+    path = root / MANIFEST
+    if path.is_file():
+        read_manifest(root, reserved=BUILTIN)
+        return json.loads(path.read_text(encoding="utf-8"))
+    document = scan(root)
+    document.setdefault("models", {})
+    document.setdefault("version", VERSION)
+    return document
+
+
+def _manifest_entry(item: CatalogEntry) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "arch": item.arch,
+        "weights": [f"weights/{f}" for f in item.weights],
+        "config": f"configs/{item.config}" if item.config else None,
+        "stems": list(item.stems),
+        "sha256": dict(item.sha256),
+        "url": dict(item.url),
+        "license": item.license,
+        "description": item.description,
+        "aliases": list(item.aliases),
+    }
+    if item.bag is not None:
+        entry["config"] = f"configs/{item.name}.yaml"
+        options = {k: item.bag[k] for k in ("weights", "segment") if item.bag.get(k) is not None}
+        if options:
+            entry["options"] = options
+    if item.requires:
+        entry["requires"] = item.requires
+    return entry
+
+
+def _source(file_name: str, url: str, mirror: str | Path | None) -> str | Path:
+    """Where to fetch ``file_name`` from: the mirror when one is set, else ``url``."""
+    if mirror is None:
+        return url
+    text = str(mirror)
+    scheme = urllib.parse.urlsplit(text).scheme
+    if scheme in ("http", "https"):
+        return text.rstrip("/") + "/" + urllib.parse.quote(file_name)
+    folder = (
+        Path(urllib.request.url2pathname(text[len("file://") :]))
+        if scheme == "file"
+        else Path(text)
+    )
+    if not folder.is_dir():
+        raise DownloadError(f"mirror {text}: not a directory nor an http(s) URL")
+    for candidate in (
+        folder / file_name,
+        folder / "weights" / file_name,
+        folder / "configs" / file_name,
+    ):
+        if candidate.is_file():
+            return candidate
+    raise DownloadError(f"{file_name}: not found in the mirror directory {folder}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,392 @@
+"""Infer a ``models.json`` for a directory of checkpoints in the layouts users already have.
+
+Recognised (looking in the directory itself and its ``weights/``, ``configs/`` and
+``model_data/`` folders, not deeper):
+
+- Demucs repo: ``<sig>-<sha256 prefix>.th`` packages and bag ``<name>.yaml`` files
+  (``models: [sig, ...]``, optional ``weights`` and ``segment``), the layout
+  ``demucs --repo DIR`` reads. A bag becomes the entry ``<name>``; a ``.th`` no bag uses
+  becomes the entry ``<sig>``. Stems come from the package's ``kwargs["sources"]``.
+- MSST (ZFTurbo's Music-Source-Separation-Training): ``<x>.ckpt|.pth|.safetensors``
+  beside ``<x>.yaml``; the family is read from the yaml's ``model`` keys
+  (``freqs_per_bands``: bs_roformer, ``num_bands``: mel_band_roformer, ``num_subbands``:
+  mdx23c), the stems from ``training``.
+- UVR: ``*.onnx`` (MDX-Net) and ``*.pth`` (VR) with parameters found by UVR's model hash in
+  any ``*.json`` model-data file of those folders.
+
+What cannot be inferred is recorded as ``"arch": "unknown"`` with a warning on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsu.errors import RegistryError
+from dsu.registry.catalog import Catalog, builtin_catalog
+from dsu.registry.checksum import demucs_name
+from dsu.registry.manifest import MANIFEST, VERSION, write_manifest
+
+Warn = Callable[[str], None]
+
+FOLDERS = ("", "weights", "configs", "model_data")
+CHECKPOINTS = (".ckpt", ".pth", ".safetensors")
+# UVR identifies a model by the md5 of its last 10 000 KiB (the whole file if smaller).
+UVR_HASH_TAIL = 10000 * 1024
+_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def scan(root: Path, *, catalog: Catalog | None = None, warn: Warn | None = None) -> dict[str, Any]:
+    """Build a manifest (the ``models.json`` document) for ``root``.
+
+    Args:
+        root: the directory to look at.
+        catalog: known models, used for stems without opening a checkpoint (default: the
+            built-in catalog).
+        warn: receives one line per thing that could not be inferred (default: stderr).
+
+    Returns:
+        ``{"version": 1, "default": name or None, "models": {...}}`` with paths relative
+        to ``root``. The default is ``htdemucs`` when present, else the first bag, else the
+        first model by name.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise RegistryError(f"{root}: not a directory")
+    catalog = catalog or builtin_catalog()
+    warn = warn or _stderr
+    files = _files(root)
+    yamls = {
+        rel: data
+        for rel in files
+        if rel.endswith((".yaml", ".yml"))
+        if (data := _read_yaml(root / rel, warn)) is not None
+    }
+    models: dict[str, dict[str, Any]] = {}
+
+    bags = _demucs(root, files, yamls, catalog, warn, models)
+    _msst(root, files, yamls, warn, models)
+    _uvr(root, files, warn, models)
+
+    default = None
+    if "htdemucs" in models:
+        default = "htdemucs"
+    elif bags:
+        default = sorted(bags)[0]
+    elif models:
+        default = sorted(models)[0]
+    return {"version": VERSION, "default": default, "models": dict(sorted(models.items()))}
+
+
+def scan_to_file(root: Path, *, force: bool = False, warn: Warn | None = None) -> Path:
+    """Scan ``root`` and write ``root/models.json``; an existing one is kept unless ``force``."""
+    target = Path(root) / MANIFEST
+    if target.exists() and not force:
+        raise RegistryError(f"{target} already exists; overwrite it with --force")
+    return write_manifest(Path(root), scan(Path(root), warn=warn))
+
+
+def uvr_hash(path: Path) -> str:
+    """UVR's model hash: md5 of the last 10 000 KiB of the file (of all of it if smaller)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - UVR_HASH_TAIL))
+        return hashlib.md5(f.read()).hexdigest()
+
+
+def _demucs(
+    root: Path,
+    files: list[str],
+    yamls: dict[str, Any],
+    catalog: Catalog,
+    warn: Warn,
+    models: dict[str, dict[str, Any]],
+) -> set[str]:
+    """Add Demucs bags and lone packages to ``models``; return the bag names."""
+    by_sig: dict[str, str] = {}
+    for rel in files:
+        if not rel.endswith(".th"):
+            continue
+        file_name = Path(rel).name
+        parsed = demucs_name(file_name)
+        sig = parsed[0] if parsed else Path(rel).stem
+        if sig in by_sig:
+            warn(f"{root / rel}: duplicate Demucs signature {sig} (also {by_sig[sig]}); ignored")
+            continue
+        by_sig[sig] = rel
+
+    stems_cache: dict[str, list[str]] = {}
+
+    def stems_of(rel: str) -> list[str]:
+        if rel not in stems_cache:
+            stems_cache[rel] = _demucs_sources(root / rel, catalog, warn)
+        return stems_cache[rel]
+
+    used: set[str] = set()
+    bags: set[str] = set()
+    for rel, bag in sorted(yamls.items()):
+        if not (isinstance(bag, dict) and _is_str_list(bag.get("models"))):
+            continue
+        name = _entry_name(Path(rel).stem)
+        missing = [sig for sig in bag["models"] if sig not in by_sig]
+        if missing:
+            warn(f"{root / rel}: bag {name} skipped: no .th file for {', '.join(missing)}")
+            continue
+        weights = [by_sig[sig] for sig in bag["models"]]
+        member_stems = [stems_of(w) for w in dict.fromkeys(weights)]
+        if any(s != member_stems[0] for s in member_stems):
+            warn(f"{root / rel}: members of bag {name} disagree on their stems: {member_stems}")
+        models[name] = _demucs_entry(weights, rel, member_stems[0], bag)
+        used.update(bag["models"])
+        bags.add(name)
+
+    for sig, rel in sorted(by_sig.items()):
+        if sig in used:
+            continue
+        name = _entry_name(sig)
+        if name in models:
+            warn(f"{root / rel}: a model named {name} already exists; package ignored")
+            continue
+        models[name] = _demucs_entry([rel], None, stems_of(rel), {})
+    return bags
+
+
+def _demucs_entry(
+    weights: list[str], config: str | None, stems: list[str], bag: dict[str, Any]
+) -> dict[str, Any]:
+    sha256 = {}
+    for rel in weights:
+        parsed = demucs_name(Path(rel).name)
+        if parsed:
+            sha256[Path(rel).name] = parsed[1]
+    entry: dict[str, Any] = {
+        "arch": "demucs",
+        "weights": weights,
+        "config": config,
+        "stems": stems,
+        "sha256": sha256,
+    }
+    options = {key: bag[key] for key in ("weights", "segment") if bag.get(key) is not None}
+    if options:
+        entry["options"] = options
+    return entry
+
+
+def _demucs_sources(path: Path, catalog: Catalog, warn: Warn) -> list[str]:
+    """Stem names of a Demucs package, from the catalog when it knows the file name, else
+    from the package's constructor kwargs (the network itself is never built)."""
+    known = catalog.by_file(path.name)
+    if known is not None:
+        return list(known.stems)
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            package = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        sources = _package_sources(package)
+        if not _is_str_list(sources):
+            raise TypeError(f"sources is {sources!r}")
+        return list(sources)
+    except Exception as exc:
+        # Quantized packages need diffq; foreign files are not packages at all. Either way
+        # the entry is still worth listing, without stems.
+        warn(f"{path}: cannot read the stem names of this Demucs package ({exc!s:.200})")
+        return []
+
+
+def _package_sources(package: dict[str, Any]) -> object:
+    """``sources`` from a package's constructor arguments, given by keyword (as Demucs'
+    training does) or by position (the first parameter of every Demucs class)."""
+    kwargs, args = package.get("kwargs") or {}, package.get("args") or ()
+    if "sources" in kwargs:
+        return kwargs["sources"]
+    bound = inspect.signature(package["klass"]).bind_partial(*args, **kwargs)
+    return bound.arguments["sources"]
+
+
+def _msst(
+    root: Path,
+    files: list[str],
+    yamls: dict[str, Any],
+    warn: Warn,
+    models: dict[str, dict[str, Any]],
+) -> None:
+    """Add MSST checkpoints that have a same-stem yaml."""
+    by_stem: dict[str, str] = {}
+    for rel in yamls:
+        by_stem.setdefault(Path(rel).stem, rel)
+    for rel in files:
+        if not rel.endswith(CHECKPOINTS) or Path(rel).stem not in by_stem:
+            continue
+        config = by_stem[Path(rel).stem]
+        data = yamls[config]
+        arch = _msst_arch(data)
+        if arch == "unknown":
+            warn(f"{root / config}: cannot tell the model family from this config; arch unknown")
+        name = _unique(_entry_name(Path(rel).stem), models)
+        models[name] = {
+            "arch": arch,
+            "weights": rel,
+            "config": config,
+            "stems": _msst_stems(data),
+        }
+
+
+def _msst_arch(config: object) -> str:
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        return "unknown"
+    if "freqs_per_bands" in model:
+        return "bs_roformer"
+    if "num_bands" in model:
+        return "mel_band_roformer"
+    if "num_subbands" in model and "num_scales" in model:
+        return "mdx23c"
+    return "unknown"
+
+
+def _msst_stems(config: object) -> list[str]:
+    training = config.get("training") if isinstance(config, dict) else None
+    if not isinstance(training, dict):
+        return []
+    target = training.get("target_instrument")
+    if isinstance(target, str) and target:
+        return [target]
+    instruments = training.get("instruments")
+    return list(instruments) if _is_str_list(instruments) else []
+
+
+def _uvr(
+    root: Path,
+    files: list[str],
+    warn: Warn,
+    models: dict[str, dict[str, Any]],
+) -> None:
+    """Add UVR ``.onnx`` / ``.pth`` / ``.ckpt`` models not already claimed by another layout."""
+    claimed = {
+        w
+        for e in models.values()
+        for w in ([e["weights"]] if isinstance(e["weights"], str) else e["weights"])
+    }
+    candidates = [
+        rel for rel in files if rel.endswith((".onnx", ".pth", ".ckpt")) and rel not in claimed
+    ]
+    if not candidates:
+        return
+    model_data = _uvr_model_data(root, files)
+    yaml_names = {Path(rel).name: rel for rel in files if rel.endswith((".yaml", ".yml"))}
+    for rel in candidates:
+        digest = uvr_hash(root / rel)
+        params = model_data.get(digest)
+        suffix = Path(rel).suffix
+        entry: dict[str, Any] = {"arch": "unknown", "weights": rel, "config": None, "stems": []}
+        if params is not None:
+            entry["options"] = {"model_data": params}
+            entry["stems"] = _uvr_stems(params)
+        if suffix == ".onnx":
+            entry["arch"] = "mdx"
+        elif params is not None and "config_yaml" in params:
+            entry["arch"] = "mdx23c"
+            entry["config"] = yaml_names.get(str(params["config_yaml"]))
+        elif suffix == ".pth" and params is not None and "vr_model_param" in params:
+            entry["arch"] = "vr"
+        if params is None:
+            warn(
+                f"{root / rel}: no UVR model data for hash {digest}; "
+                f"arch {entry['arch']}, parameters must be added to its options by hand"
+            )
+        elif entry["arch"] == "unknown":
+            warn(f"{root / rel}: UVR model data does not say which family this is; arch unknown")
+        models[_unique(_entry_name(Path(rel).stem), models)] = entry
+
+
+def _uvr_model_data(root: Path, files: list[str]) -> dict[str, dict[str, Any]]:
+    """hash -> parameters, merged from every JSON file that looks like UVR model data."""
+    table: dict[str, dict[str, Any]] = {}
+    for rel in files:
+        if not rel.endswith(".json") or rel == MANIFEST:
+            continue
+        try:
+            data = json.loads((root / rel).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            table.update(
+                {
+                    k: v
+                    for k, v in data.items()
+                    if re.fullmatch(r"[0-9a-f]{32}", k) and isinstance(v, dict)
+                }
+            )
+    return table
+
+
+def _uvr_stems(params: dict[str, Any]) -> list[str]:
+    primary = params.get("primary_stem")
+    if not isinstance(primary, str) or not primary:
+        return []
+    primary = primary.lower()
+    secondary = {"vocals": "instrumental", "instrumental": "vocals"}.get(primary, f"no_{primary}")
+    return [primary, secondary]
+
+
+def _files(root: Path) -> list[str]:
+    """Relative POSIX paths of the visible regular files in ``root`` and its known folders."""
+    found = []
+    for folder in FOLDERS:
+        base = root / folder if folder else root
+        if not base.is_dir():
+            continue
+        for path in sorted(base.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            found.append(path.relative_to(root).as_posix())
+    return found
+
+
+class _TolerantLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``!!python/tuple`` (as a list): MSST configs use it."""
+
+
+_TolerantLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple",
+    lambda loader, node: loader.construct_sequence(node),
+)
+
+
+def _read_yaml(path: Path, warn: Warn) -> Any:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_TolerantLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        warn(f"{path}: unreadable YAML, ignored ({exc!s:.200})")
+        return None
+
+
+def _entry_name(stem: str) -> str:
+    name = _BAD_NAME_CHARS.sub("_", stem).lstrip("._+-")
+    return name or "model"
+
+
+def _unique(name: str, models: dict[str, Any]) -> str:
+    candidate, n = name, 2
+    while candidate in models:
+        candidate, n = f"{name}-{n}", n + 1
+    return candidate
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)

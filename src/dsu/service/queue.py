@@ -1,0 +1,273 @@
+"""The job queue the API talks to: the :class:`JobQueue` interface and its local backend.
+
+:class:`LocalQueue` is the embedded default: a SQLite job store, local result files, the
+in-process :class:`~dsu.service.runner.Runner` and a webhook dispatcher, all in one
+server process that owns its data dir (a lock file keeps a second server out). A
+scale-out backend (Celery on Redis, shared storage) implements the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import IO
+
+from dsu.errors import DSUError
+from dsu.service.fetch import AddressPolicy, Fetcher
+from dsu.service.jobs import TERMINAL, Job, JobSpec, JobStore, QueueFull, SqliteJobStore, new_key
+from dsu.service.metrics import ServiceMetrics
+from dsu.service.runner import Runner
+from dsu.service.settings import Settings
+from dsu.service.storage import LocalStorage, ResultStorage
+from dsu.service.webhooks import Signer, WebhookDispatcher, load_or_create_secret
+
+log = logging.getLogger("dsu.service.queue")
+
+
+class DataDirBusy(DSUError):
+    """Another server process holds the data dir."""
+
+    code = "bad_request"
+
+
+class JobQueue(ABC):
+    """What the HTTP layer needs from a queue backend."""
+
+    storage: ResultStorage
+    metrics: ServiceMetrics
+
+    @abstractmethod
+    def start(self, loop: asyncio.AbstractEventLoop, warm_model: str | None = None) -> None:
+        """Start the workers; ``warm_model`` is loaded before the first job."""
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @abstractmethod
+    def submit(
+        self, job_id: str | None, kind: str, spec: JobSpec, key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Queue a job (``key``: storage already holding its uploaded input).
+
+        Raises QueueFull and JobConflict.
+        """
+
+    @abstractmethod
+    def check_capacity(self) -> None:
+        """Raise QueueFull if a submission now would be refused."""
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    def position(self, job: Job) -> int: ...
+
+    @abstractmethod
+    def depth(self) -> int: ...
+
+    @abstractmethod
+    def delete(self, job_id: str) -> Job | None:
+        """Remove a job and its files, stopping it if it runs."""
+
+    @abstractmethod
+    async def wait(self, job_id: str, timeout: float) -> Job | None:
+        """Wait until the job ends (or ``timeout``); return its latest state."""
+
+    @abstractmethod
+    def status(self) -> dict[str, object]:
+        """Worker facts for ``/health``: device, model loaded, load error."""
+
+
+class LocalQueue(JobQueue):
+    """SQLite + in-process worker + local files under ``settings.data_dir``."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        data = settings.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_data_dir(data)
+        self.store: JobStore = SqliteJobStore(data / "jobs.sqlite3")
+        self.storage = LocalStorage(data / "jobs")
+        policy = AddressPolicy(settings.allow_private_urls, settings.url_allowlist)
+        self.fetcher = Fetcher(policy)
+        self.runner = Runner(
+            settings, self.store, self.storage, self.fetcher, metrics, self._finished
+        )
+        self.webhooks = WebhookDispatcher(
+            self.store,
+            Fetcher(policy),
+            Signer(load_or_create_secret(settings.webhook_secret, data)),
+            settings.webhook_attempts,
+            settings.webhook_backoff,
+            settings.webhook_timeout,
+            on_result=lambda outcome: metrics.webhooks.labels(outcome).inc(),
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, list[asyncio.Event]] = {}
+        self._waiters_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="dsu-retention", daemon=True
+        )
+
+    def start(self, loop: asyncio.AbstractEventLoop, warm_model: str | None = None) -> None:
+        self._loop = loop
+        # This process holds the data dir lock: a running job of any other owner belonged
+        # to a server that died, so its lease is over now rather than when it times out.
+        orphans = self.store.expire_leases(except_owner=self.runner.owner)
+        if orphans:
+            log.warning("%d job(s) were running when the server stopped; running again", orphans)
+        self.runner.start(warm_model)
+        self.webhooks.start()
+        self._housekeeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.runner.stop()
+        self.webhooks.stop()
+        self._housekeeper.join(2.0)
+        self.fetcher.close()
+        self.store.close()
+        self._lock_file.close()
+
+    # -- API side --------------------------------------------------------------------------
+
+    def _retry_after(self, depth: int) -> int:
+        return max(1, min(3600, math.ceil(self.runner.average_job_seconds * max(depth, 1))))
+
+    def check_capacity(self) -> None:
+        depth = self.store.depth()
+        if depth >= self.settings.max_queue:
+            raise QueueFull(
+                f"the queue is full ({depth} jobs waiting or running); retry later",
+                self._retry_after(depth),
+            )
+
+    def submit(
+        self, job_id: str | None, kind: str, spec: JobSpec, key: str | None = None
+    ) -> tuple[Job, bool]:
+        job = Job(
+            id=job_id or f"{kind}-{uuid.uuid4().hex}",
+            key=key or new_key(),
+            kind=kind,
+            spec=spec,
+            max_attempts=self.settings.max_attempts,
+        )
+        try:
+            stored, created = self.store.create(job, self.settings.max_queue)
+        except QueueFull as exc:
+            raise QueueFull(exc.message, self._retry_after(self.store.depth())) from None
+        if created:
+            self.runner.wake()
+        return stored, created
+
+    def get(self, job_id: str) -> Job | None:
+        return self.store.get(job_id)
+
+    def position(self, job: Job) -> int:
+        return self.store.position(job)
+
+    def depth(self) -> int:
+        return self.store.depth()
+
+    def delete(self, job_id: str) -> Job | None:
+        job = self.store.delete(job_id)
+        if job is None:
+            return None
+        if not self.runner.cancel(job.id):
+            self.storage.delete(job.key)
+        self._finished(job)
+        return job
+
+    async def wait(self, job_id: str, timeout: float) -> Job | None:
+        event = asyncio.Event()
+        with self._waiters_lock:
+            self._waiters.setdefault(job_id, []).append(event)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                job = await asyncio.to_thread(self.store.get, job_id)
+                if job is None or job.status in TERMINAL or time.monotonic() > deadline:
+                    return job
+                # The runner sets the event; the timeout is a safety net, not the signal.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(5.0, deadline - time.monotonic()))
+                event.clear()
+        finally:
+            with self._waiters_lock:
+                events = self._waiters.get(job_id, [])
+                if event in events:
+                    events.remove(event)
+                if not events:
+                    self._waiters.pop(job_id, None)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "device": self.runner.device,
+            "model_loaded": self.runner.model_loaded,
+            "load_error": self.runner.load_error,
+        }
+
+    # -- worker side -----------------------------------------------------------------------
+
+    def _finished(self, job: Job) -> None:
+        """A job ended or was deleted: wake its waiters and the webhook dispatcher."""
+        if job.webhook is not None or job.spec.webhook_url:
+            self.webhooks.wake()
+        with self._waiters_lock:
+            events = list(self._waiters.get(job.id, []))
+        if events and self._loop is not None:
+            for event in events:
+                self._loop.call_soon_threadsafe(event.set)
+
+    def _housekeeping(self) -> None:
+        retention = self.settings.retention_hours * 3600
+        interval = max(0.5, min(60.0, retention / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.sweep(time.time() - retention)
+            except Exception:
+                log.exception("retention sweep failed")
+
+    def sweep(self, before: float) -> int:
+        """Remove jobs that finished before ``before`` and stray storage; return the count."""
+        removed = 0
+        for job in self.store.finished_before(before):
+            if self.store.delete(job.id) is not None:
+                self.storage.delete(job.key)
+                removed += 1
+        # Directories no job refers to (an upload whose submission was refused while the
+        # server died): removed once they are an hour old.
+        self.storage.sweep(self.store.keys(), older_than=3600)
+        if removed:
+            log.info("retention: removed %d finished job(s)", removed)
+        return removed
+
+
+def _lock_data_dir(data: Path) -> IO[str]:
+    """Hold an exclusive lock on ``data/server.lock`` for the process's lifetime.
+
+    The kernel drops it when the process dies, however it dies, so a restarted server
+    gets it back at once.
+    """
+    handle = open(data / "server.lock", "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one server per data dir by convention
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise DataDirBusy(
+            f"another dsu serve is using the data dir {data}; give each server its own DSU_DATA_DIR"
+        ) from None
+    return handle

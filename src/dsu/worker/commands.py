@@ -1,0 +1,317 @@
+"""What each protocol command does: the worker's state and its handlers.
+
+Handlers return the request's terminal reply as a dict and raise typed errors
+(:mod:`dsu.errors`) for anything a client can cause; :mod:`dsu.worker.server` turns
+exceptions into error replies and decides which thread runs what. torch and the model
+code are imported only when a model is first needed (or by :meth:`Commands.warm_up` in the
+background), never at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dsu
+from dsu import archs
+from dsu.errors import AudioIOError, BadRequest, Cancelled, ModelNotFound
+from dsu.worker import protocol
+from dsu.worker.cache import CachedModel, ModelCache, ModelKey
+from dsu.worker.device import guess_device
+from dsu.worker.memory import gpu_allocated, gpu_bytes, megabytes, parameter_bytes, rss_bytes
+from dsu.worker.paths import confine
+from dsu.worker.protocol import Request
+from dsu.worker.settings import WorkerSettings
+
+Send = Callable[[dict[str, Any]], bool]
+
+
+class ProgressEvents:
+    """Turns the API's ``progress(stage, fraction)`` calls into throttled protocol events.
+
+    The first call is sent, then at most one every ``interval`` seconds, so a client sees
+    a few events per second however often the engine reports.
+    """
+
+    def __init__(self, send: Send, request: Request, interval: float) -> None:
+        self._send = send
+        self._request = request
+        self._interval = interval
+        self._last: float | None = None
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        self._last = now
+        value = min(max(float(fraction), 0.0), 1.0)
+        self._send(self._request.reply(protocol.PROGRESS, stage=stage, progress=round(value, 4)))
+
+
+class Commands:
+    """The worker's models and the handler of every command.
+
+    Args:
+        settings: the worker's configuration.
+        send: writes one protocol line (used for progress events).
+        queue_state: reports ``queue_length`` and the running request, for ``status``.
+    """
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        send: Send,
+        queue_state: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.settings = settings
+        self._send = send
+        self._queue_state = queue_state
+        self.cache = ModelCache(settings.max_loaded_models, settings.memory_budget_bytes)
+        self.device = guess_device(settings.device)
+        self.current: str | None = None
+        self._warm = threading.Event()
+        self._handlers: dict[str, Callable[[Request, threading.Event], dict[str, Any]]] = {
+            "ping": self.ping,
+            "status": self.status,
+            "get_status": self.status,
+            "list_models": self.list_models,
+            "load_model": self.load_model,
+            "unload_model": self.unload_model,
+            "separate": self.separate,
+        }
+
+    # start-up
+
+    def architectures(self) -> list[str]:
+        """Families this worker serves and this build can run."""
+        return [a for a in archs.supported() if self.settings.serves(a)]
+
+    def ready(self) -> dict[str, Any]:
+        """The first line a worker prints, before any heavy import."""
+        pending = sorted((self.settings.archs or frozenset()) - set(archs.supported()))
+        message: dict[str, Any] = {
+            "status": protocol.READY,
+            "device": self.device,
+            "protocol": protocol.PROTOCOL_VERSION,
+            "version": dsu.__version__,
+            "architectures": self.architectures(),
+            "max_loaded_models": self.settings.max_loaded_models,
+        }
+        if pending:
+            message["unsupported_architectures"] = pending
+        return message
+
+    def warm_up(self) -> None:
+        """Import torch and the API now (background thread), so a first load pays less."""
+        try:
+            import dsu.api  # noqa: F401
+        except Exception as exc:  # reported again, as a reply, when a model is needed
+            print(f"dsu worker: warm-up import failed: {exc}", file=sys.stderr)
+        finally:
+            self._warm.set()
+
+    def handle(self, request: Request, cancel: threading.Event) -> dict[str, Any]:
+        """Run one command; returns its terminal reply."""
+        return self._handlers[request.cmd](request, cancel)
+
+    # quick commands
+
+    def ping(self, request: Request, cancel: threading.Event) -> dict[str, Any]:
+        return request.reply(protocol.PONG, model_loaded=self.current)
+
+    def status(self, request: Request, cancel: threading.Event) -> dict[str, Any]:
+        gpu = gpu_bytes() or {}
+        loaded = [
+            {
+                "model": item.key.name,
+                "device": item.key.device,
+                "precision": item.key.precision,
+                "memory_mb": megabytes(item.cost_bytes),
+                "load_seconds": round(item.load_seconds, 3),
+            }
+            for item in self.cache.items()
+        ]
+        return request.reply(
+            protocol.STATUS,
+            ready=True,
+            device=self.device,
+            model_loaded=self.current,
+            loaded_models=loaded,
+            max_loaded_models=self.settings.max_loaded_models,
+            memory={
+                "rss_mb": megabytes(rss_bytes()),
+                "gpu_allocated_mb": megabytes(gpu.get("allocated")),
+                "gpu_reserved_mb": megabytes(gpu.get("reserved")),
+                "models_mb": megabytes(self.cache.total_bytes()),
+                "budget_mb": self.settings.memory_budget_mb,
+            },
+            architectures=self.architectures(),
+            protocol=protocol.PROTOCOL_VERSION,
+            version=dsu.__version__,
+            **self._queue_state(),
+        )
+
+    def list_models(self, request: Request, cancel: threading.Event) -> dict[str, Any]:
+        loaded = {item.key.name for item in self.cache.items()}
+        infos = [
+            info
+            for info in self._registry().listing()
+            if info.status != "available" and self.settings.serves(info.arch)
+        ]
+        details = [
+            {
+                **info.to_json(),
+                "runnable": info.arch in archs.FAMILIES,
+                "loaded": info.name in loaded,
+            }
+            for info in infos
+        ]
+        return request.reply(protocol.MODELS, models=[i.name for i in infos], details=details)
+
+    # model work (runner thread)
+
+    def load_model(self, request: Request, cancel: threading.Event) -> dict[str, Any]:
+        started = time.perf_counter()
+        item, cached = self._acquire(request.text("model"))
+        return request.reply(
+            protocol.MODEL_LOADED,
+            model=item.key.name,
+            stems=list(item.separator.stems),
+            elapsed=round(time.perf_counter() - started, 4),
+            cached=cached,
+        )
+
+    def unload_model(self, request: Request, cancel: threading.Event) -> dict[str, Any]:
+        name = request.text("model")
+        removed = self.cache.clear() if name is None else self.cache.remove_name(name)
+        for item in removed:
+            self._release(item)
+        remaining = self.cache.items()
+        if self.current is not None and not any(i.key.name == self.current for i in remaining):
+            self.current = remaining[0].key.name if remaining else None
+        return request.reply(
+            protocol.UNLOADED,
+            model=name,
+            models=[item.key.name for item in removed],
+            was_loaded=bool(removed),
+        )
+
+    def separate(self, request: Request, cancel: threading.Event) -> dict[str, Any]:
+        started = time.perf_counter()
+        roots = self.settings.allowed_roots
+        source = confine(request.text("input", required=True) or "", roots, "input")
+        output = request.text("output") or request.text("output_dir")
+        if output is None:
+            raise BadRequest("'separate' needs the field 'output': the directory for the stems")
+        out_dir = confine(output, roots, "output")
+        if not source.is_file():
+            raise AudioIOError(f"input {source} does not exist or is not a file")
+        options = {
+            "stems": request.text_list("stems"),
+            "two_stems": request.text("two_stems"),
+            "format": request.text("format") or "wav",
+            "bit_depth": request.integer("bit_depth"),
+            "bitrate": request.integer("bitrate"),
+        }
+        engine = {
+            "overlap": request.number("overlap"),
+            "shifts": request.integer("shifts"),
+            "batch_size": request.integer("batch_size"),
+            "segment": request.number("segment"),
+        }
+        progress = ProgressEvents(self._send, request, self.settings.progress_interval)
+        if cancel.is_set():
+            raise Cancelled("cancelled before it started")
+        progress("loading_model", 0.0)
+        item, cached = self._acquire(request.text("model") or self.current)
+        if cancel.is_set():
+            raise Cancelled("cancelled while the model was loading")
+        overrides = {k: v for k, v in engine.items() if v is not None}
+        # Engine options are per request here but per Separator in the API: start each
+        # request from the options the model was loaded with.
+        item.separator.options = (
+            dataclasses.replace(item.base_options, **overrides) if overrides else item.base_options
+        )
+        result = item.separator.separate(
+            source, output_dir=out_dir, progress=progress, cancel=cancel, **options
+        )
+        files: dict[str, Path] = dict(result.files or {})
+        return request.reply(
+            protocol.DONE,
+            elapsed=round(time.perf_counter() - started, 4),
+            model=item.key.name,
+            model_from_cache=cached,
+            output_dir=str(out_dir),
+            files=[path.name for path in files.values()],
+            stems={stem: str(path) for stem, path in files.items()},
+        )
+
+    # the model cache
+
+    def _registry(self) -> Any:
+        # Imported here: the registry pulls in urllib and friends, which the ready line
+        # need not wait for.
+        from dsu.registry.registry import Registry
+
+        return Registry.open(self.settings.models_dir)
+
+    def _acquire(self, name: str | None) -> tuple[CachedModel, bool]:
+        """The warm model ``name`` names (None: the default), loading it on a miss.
+
+        Returns:
+            The cached model and whether it was already loaded.
+        """
+        if name is not None:
+            hit = self.cache.lookup(name)
+            if hit is not None:
+                self.current = hit.key.name
+                return hit, True
+        registry = self._registry()
+        entry = registry.resolve(name or registry.default or "center")
+        if not self.settings.serves(entry.arch):
+            served = ", ".join(sorted(self.settings.archs or ())) or "none"
+            raise ModelNotFound(
+                f"model {entry.name!r} is a {entry.arch!r} model; this worker serves the "
+                f"families {served} (start the matching dsu-* worker, or pass --arch)"
+            )
+        hit = self.cache.lookup(entry.name)
+        if hit is not None:
+            self.cache.alias(name or entry.name, hit.key)
+            self.current = hit.key.name
+            return hit, True
+        from dsu.api import Separator
+
+        for item in self.cache.make_room():
+            self._release(item)
+        separator = Separator(
+            entry.name,
+            models_dir=self.settings.models_dir,
+            device=self.settings.device,
+            precision=self.settings.precision,
+        )
+        rss_before, gpu_before = rss_bytes() or 0, gpu_allocated()
+        started = time.perf_counter()
+        separator.load()
+        seconds = time.perf_counter() - started
+        measured = max(0, (rss_bytes() or 0) - rss_before) + max(0, gpu_allocated() - gpu_before)
+        cost = max(measured, parameter_bytes(separator.model))
+        self.device = str(separator.device)
+        key = ModelKey(separator.name, self.device, self.settings.precision)
+        item = CachedModel(key, separator, separator.options, cost_bytes=cost, load_seconds=seconds)
+        for old in self.cache.put(item, aliases=(name, entry.name)):
+            self._release(old)
+        self.current = key.name
+        return item, False
+
+    def _release(self, item: CachedModel) -> None:
+        item.separator.unload()
+        gc.collect()
+        torch: Any = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,71 @@
+"""Helpers shared by the worker tests: spawning real workers and making input audio.
+
+Holds no tests itself; the ``test_worker*`` modules import it (pytest puts ``tests/`` on
+``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from dsu.client import WorkerProcess, worker_command
+
+REPLY_TIMEOUT = 120.0
+
+
+def spawn(
+    args: Sequence[str] = (), command: Sequence[str] | None = None, **kwargs: Any
+) -> tuple[WorkerProcess, dict[str, Any]]:
+    """Start a real worker process; returns it and its ready line."""
+    process = WorkerProcess(command or worker_command(args), **kwargs)
+    ready = process.read(timeout=60)
+    assert ready["status"] == "ready", ready
+    return process, ready
+
+
+def write_noise(path: Path, seconds: float, samplerate: int = 44100, seed: int = 0) -> Path:
+    """A stereo 16-bit WAV of quiet noise with a shared (centre) component."""
+    rng = np.random.default_rng(seed)
+    frames = int(seconds * samplerate)
+    centre = rng.standard_normal(frames)
+    sides = rng.standard_normal((frames, 2))
+    data = (0.1 * (centre[:, None] + 0.5 * sides)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, samplerate, subtype="PCM_16")
+    return path
+
+
+def read_reply(
+    process: WorkerProcess, timeout: float = REPLY_TIMEOUT
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read lines until a terminal reply; returns it and the progress events before it."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while True:
+        message = process.read(timeout=max(deadline - time.monotonic(), 0.01))
+        if message.get("status") == "progress":
+            events.append(message)
+            continue
+        return message, events
+
+
+def request(process: WorkerProcess, message: dict[str, Any], timeout: float = REPLY_TIMEOUT):
+    """Send one request and return its terminal reply (progress events skipped)."""
+    process.send(message)
+    reply, _ = read_reply(process, timeout)
+    return reply
+
+
+def write_models_json(root: Path, models: dict[str, Any], default: str | None = None) -> Path:
+    """A models directory with ``models.json`` (DESIGN §2)."""
+    root.mkdir(parents=True, exist_ok=True)
+    document = {"version": 1, "default": default, "models": models}
+    (root / "models.json").write_text(json.dumps(document), encoding="utf-8")
+    return root
