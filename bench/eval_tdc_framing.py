@@ -57,7 +57,9 @@ def tracks(shared: Path) -> dict[str, dict[str, np.ndarray]]:
 
 def score(model: tdc_unet.TDCVocals, track: dict[str, np.ndarray]) -> dict[str, float]:
     start = time.perf_counter()
-    out = separate_array(model, torch.from_numpy(track["mixture"]), options=EngineOptions(batch_size=4))
+    out = separate_array(
+        model, torch.from_numpy(track["mixture"]), options=EngineOptions(batch_size=4)
+    )
     elapsed = time.perf_counter() - start
     vocals, accompaniment = out.numpy()
     true_accompaniment = track["drums"] + track["bass"] + track["other"]

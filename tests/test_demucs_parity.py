@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from demucs.apply import BagOfModels, apply_model
-from tiny_demucs import SOURCES, tiny_net, write_package
 
 from dsu.archs import demucs as demucs_family
 from dsu.archs.base import Bag
 from dsu.engine import EngineOptions, separate_array
 from dsu.registry.entry import ModelEntry
+from tiny_demucs import SOURCES, tiny_net, write_package
 
 
 def reference(model: torch.nn.Module, mix: torch.Tensor, **kwargs: object) -> torch.Tensor:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_demucs import tiny_net, write_package
 
 from dsu.errors import BadRequest, ModelNotFound, RegistryError
 from dsu.registry import Registry, RegistrySettings, builtin_catalog, scan, scan_to_file, verify
 from dsu.registry.scan import uvr_hash
+from tiny_demucs import tiny_net, write_package
 
 DEMUCS_REMOTE = Path(__import__("demucs").__file__).parent / "remote"
 
@@ -249,7 +249,7 @@ def test_scan_to_file_refuses_overwrite_without_force(tmp_path: Path) -> None:
     assert sorted(written["models"]) == ["cccc0003", "duo"]
     assert not Registry.open(tmp_path).scanned
     target.write_text(json.dumps(manifest({})))
-    with pytest.raises(RegistryError, match="already exists.*--force"):
+    with pytest.raises(RegistryError, match=r"already exists.*--force"):
         scan_to_file(tmp_path)
     assert json.loads(target.read_text())["models"] == {}
     scan_to_file(tmp_path, force=True)

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tiny_demucs import tiny_net, write_package
 
 from dsu.errors import ChecksumMismatch, DownloadError, ModelNotFound
 from dsu.registry import Catalog, Registry, pull, scan_to_file, verify
 from dsu.registry.download import fetch, part_path
+from tiny_demucs import tiny_net, write_package
 
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, connecting fails at once
 
@@ -106,23 +106,26 @@ def sha(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """Two tiny real HTDemucs packages (4 stems), by their Demucs file names."""
+    """Two tiny real Demucs packages (4 stems), by their Demucs file names."""
     folder = tmp_path_factory.mktemp("packages")
-    paths = [write_package(tiny_net("htdemucs", seed), folder, f"feed000{seed}") for seed in (1, 2)]
+    paths = [write_package(tiny_net("demucs", seed), folder, f"feed000{seed}") for seed in (1, 2)]
     return {path.name: path.read_bytes() for path in paths}
 
 
-def tiny_catalog(
-    files: dict[str, bytes], url: str | FileServer, *, digests: dict[str, str] | None = None
-) -> Catalog:
+def tiny_catalog(files: dict[str, bytes], url: str | FileServer) -> Catalog:
     """A test catalog with one two-member bag ``tiny`` (alias ``tn``) served from ``url``."""
+    return Catalog.from_dict(tiny_catalog_document(files, url), "test catalog")
+
+
+def tiny_catalog_document(files: dict[str, bytes], url: str | FileServer) -> dict:
+    """The catalog JSON document of :func:`tiny_catalog`."""
     names = list(files)
     base = url.url("") if isinstance(url, FileServer) else url.rstrip("/") + "/"
     entry = {
         "arch": "demucs",
         "weights": names,
         "url": {n: base + n for n in names},
-        "sha256": digests or {n: n.split("-")[1].removesuffix(".th") for n in names},
+        "sha256": {n: n.split("-")[1].removesuffix(".th") for n in names},
         "stems": ["drums", "bass", "other", "vocals"],
         "bag": {
             "models": [n.split("-")[0] for n in names],
@@ -133,7 +136,7 @@ def tiny_catalog(
         "description": "test bag",
         "aliases": ["tn"],
     }
-    return Catalog.from_dict({"version": 1, "models": {"tiny": entry}}, "test catalog")
+    return {"version": 1, "models": {"tiny": entry}}
 
 
 def test_pull_installs_verified_files_and_registers_the_model(
@@ -208,7 +211,7 @@ def test_interrupted_transfer_resumes_with_range(
     name, data = next(iter(packages.items()))
     dest = tmp_path / name
     with FileServer({name: data}, drop_once=(name,)) as server:
-        with pytest.raises(DownloadError, match="interrupted.*resume"):
+        with pytest.raises(DownloadError, match=r"interrupted.*resume"):
             fetch(server.url(name), dest, sha(data), retries=1)
         part = part_path(dest)
         assert part.stat().st_size == len(data) // 2

@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+import dsu
 from dsu.archs import tdc_unet
 from dsu.engine.options import EngineOptions
 from dsu.engine.overlap_add import separate_array
@@ -147,22 +148,43 @@ def test_full_track_direct_matches_the_original_output(
     np.testing.assert_allclose(direct[1], mixture - direct[0], atol=1e-6)
 
 
-def test_reference_scores(direct: np.ndarray, truth: dict[str, np.ndarray]) -> None:
-    assert sdr(truth["vocals"], direct[0]) == pytest.approx(REFERENCE_VOCALS_SDR, abs=TOLERANCE_DB)
-    assert sdr(truth["accompaniment"], direct[1]) == pytest.approx(
+@pytest.fixture(scope="module")
+def via_api(model_dir: Path, mu_dir: Path) -> dict[str, np.ndarray]:
+    """The user's path: ``dsu.Separator`` on the file, registry and engine included."""
+    separator = dsu.Separator(model="tdc-vocals", models_dir=model_dir, device="cpu")
+    result = separator.separate(mu_dir / "mixture.wav")
+    assert result.samplerate == 44_100
+    return result.stems
+
+
+def test_separator_reproduces_the_original_output(
+    via_api: dict[str, np.ndarray],
+    direct: np.ndarray,
+    reference_vocals: np.ndarray,
+    mixture: np.ndarray,
+    model_dir: Path,
+) -> None:
+    assert sorted(via_api) == ["accompaniment", "vocals"]
+    assert snr_db(reference_vocals, via_api["vocals"]) >= 60  # measured: 117 dB
+    assert snr_db(direct[0], via_api["vocals"]) > 100  # the engine's chunks are the segments
+    np.testing.assert_allclose(via_api["accompaniment"], mixture - via_api["vocals"], atol=1e-6)
+    assert dsu.Separator(model="tdc", models_dir=model_dir).name == "tdc-vocals"
+
+
+def test_reference_scores(via_api: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> None:
+    vocals, accompaniment = via_api["vocals"], via_api["accompaniment"]
+    assert sdr(truth["vocals"], vocals) == pytest.approx(REFERENCE_VOCALS_SDR, abs=TOLERANCE_DB)
+    assert sdr(truth["accompaniment"], accompaniment) == pytest.approx(
         REFERENCE_ACCOMPANIMENT_SDR, abs=TOLERANCE_DB
     )
-    median = museval_scores(truth["vocals"][None], direct[0][None], 44_100)["SDR"][0]
+    median = museval_scores(truth["vocals"][None], vocals[None], 44_100)["SDR"][0]
     assert median == pytest.approx(REFERENCE_MUSEVAL_VOCALS, abs=TOLERANCE_DB)
 
 
-def test_engine_with_original_framing_reproduces_the_original(
-    model: tdc_unet.TDCVocals, mixture: np.ndarray, direct: np.ndarray
-) -> None:
+def test_engine_chunking_is_the_original_framing(model: tdc_unet.TDCVocals) -> None:
     assert (model.segment, model.overlap, model.window) == (tdc_unet.STEP, 0.0, "rect")
     assert model.valid_length(tdc_unet.STEP, tdc_unet.STEP) == tdc_unet.SEGMENT
-    out = separate_array(model, torch.from_numpy(mixture), options=EngineOptions(batch_size=3))
-    assert snr_db(direct, out.numpy()) > 100
+    assert model.valid_length(123, tdc_unet.STEP) == 123 + 2 * tdc_unet.TRIM
 
 
 def test_overlap_add_option(entry: ModelEntry, mixture: np.ndarray, truth: dict) -> None:

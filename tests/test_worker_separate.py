@@ -6,6 +6,7 @@ work on 2 cores), cancelled long before they would finish.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -101,7 +102,7 @@ def test_progress_events_are_throttled(worker: WorkerProcess, media: Path) -> No
     request(worker, {"cmd": "cancel", "target": "slow", "id": "c-slow"})
     reply, _ = read_reply(worker)
     assert reply["status"] == "cancelled"
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) > 0.15, gaps  # at most a few events per second
     assert _leftovers(media / "throttle") == []
 

@@ -26,7 +26,13 @@ def tiny_net(kind: str, seed: int = 0, sources: list[str] | None = None) -> torc
     sources = sources or SOURCES
     if kind == "htdemucs":
         return HTDemucs(
-            sources, channels=8, depth=2, segment=1, nfft=256, t_layers=1, t_heads=2,
+            sources,
+            channels=8,
+            depth=3,
+            segment=1,
+            nfft=512,
+            t_layers=1,
+            t_heads=2,
             t_hidden_scale=1.0,
         )
     if kind == "hdemucs":

@@ -94,8 +94,13 @@ class TDC(nn.Module):
         # One buffer filled right to left instead of a torch.cat per layer: layer l reads
         # its tail [y_{l-1}, ..., y_0, x], already in the newest-first order.
         stack = torch.empty(
-            b, c + self.growth * (len(self.H) - 1), t, f,
-            dtype=x.dtype, device=x.device, memory_format=torch.channels_last,
+            b,
+            c + self.growth * (len(self.H) - 1),
+            t,
+            f,
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=torch.channels_last,
         )
         stack[:, -c:] = x
         start = stack.shape[1] - c
@@ -165,9 +170,10 @@ class TDCUNet(nn.Module):
 
 
 def stft(audio: torch.Tensor) -> torch.Tensor:
-    """``[B, C, L]`` float32 -> complex-as-channels ``[B, 2C, 1025, T]``, T = 1 + (L - 2048) // 1024.
+    """``[B, C, L]`` float32 -> complex-as-channels ``[B, 2C, 1025, T]``.
 
-    Periodic Hann, no centring, no normalisation (librosa's ``stft(center=False)``).
+    ``T = 1 + (L - 2048) // 1024`` frames. Periodic Hann, no centring, no normalisation
+    (librosa's ``stft(center=False)``).
     """
     window = torch.hann_window(N_FFT, device=audio.device)
     spec = torch.stft(
@@ -219,7 +225,9 @@ class TDCOptions:
 
     def __post_init__(self) -> None:
         if self.framing not in FRAMINGS:
-            raise BadRequest(f"tdc_unet framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
+            raise BadRequest(
+                f"tdc_unet framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}"
+            )
         if not 0.0 <= self.overlap < 1.0:
             raise BadRequest(f"tdc_unet overlap must be in [0, 1), got {self.overlap}")
 
@@ -279,7 +287,11 @@ class TDCVocals(SeparationModel):
         return rearrange(torch.cat(kept), "(b k) c l -> b c (k l)", b=b)[..., :n]
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """``[B, 2, n + 2 * TRIM] -> [B, 2 stems, 2, n + 2 * TRIM]``; the context's stems are 0/mix."""
+        """``[B, 2, n + 2 * TRIM] -> [B, 2 stems, 2, n + 2 * TRIM]``.
+
+        Vocals are zero over the context (the engine trims it); accompaniment is
+        mixture - vocals everywhere.
+        """
         vocals = F.pad(self.vocals(mix), (TRIM, TRIM)).to(mix.dtype)
         return torch.stack((vocals, mix - vocals), dim=1)
 

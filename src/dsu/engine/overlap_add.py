@@ -101,7 +101,7 @@ class _Pass:
 
     def __post_init__(self) -> None:
         starts = [c.input_start for c in self.chunks]
-        self.min_input_after = list(np.minimum.accumulate(starts[::-1])[::-1]) + [1 << 62]
+        self.min_input_after = [*np.minimum.accumulate(starts[::-1])[::-1].tolist(), 1 << 62]
 
     @property
     def done(self) -> bool:
@@ -127,7 +127,9 @@ class _Pass:
             self.acc = torch.cat([self.acc, out.new_zeros(*out.shape[:-1], grow)], -1)
             self.weight = torch.cat([self.weight, self.weight.new_zeros(grow)])
         w = self.window[lo - chunk.start : hi - chunk.start]
-        self.acc[..., lo - self.base : hi - self.base] += w * out[..., lo - chunk.start : hi - chunk.start]
+        self.acc[..., lo - self.base : hi - self.base] += (
+            w * out[..., lo - chunk.start : hi - chunk.start]
+        )
         self.weight[lo - self.base : hi - self.base] += w
 
     def take(self, until: int) -> torch.Tensor:
@@ -160,7 +162,9 @@ class _InputBuffer:
             block = next(self._blocks, None)
             if block is None:
                 raise ValueError(f"audio stream ended at {end} samples, {self._length} expected")
-            parts.append((torch.from_numpy(np.ascontiguousarray(block)) - self._stats.mean) / self._stats.std)
+            parts.append(
+                (torch.from_numpy(np.ascontiguousarray(block)) - self._stats.mean) / self._stats.std
+            )
             end += block.shape[-1]
         if len(parts) > 1:
             self._data = torch.cat(parts, -1)
@@ -168,7 +172,9 @@ class _InputBuffer:
     def get(self, start: int, length: int) -> torch.Tensor:
         """Normalised input ``[C, length]`` from track position ``start``."""
         if max(start, 0) < self._start:
-            raise RuntimeError(f"input at {start} was already released (buffer starts at {self._start})")
+            raise RuntimeError(
+                f"input at {start} was already released (buffer starts at {self._start})"
+            )
         self._fill(start + length)
         out = self._data.new_zeros(self._data.shape[0], length)
         lo, hi = max(start, self._start), min(start + length, self.end, self._length)
@@ -214,7 +220,9 @@ def _passes(bag: Bag, stem_rows: list[int], length: int, options: EngineOptions)
     return passes
 
 
-def _forward(model: SeparationModel, batch: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+def _forward(
+    model: SeparationModel, batch: torch.Tensor, device: torch.device, precision: str
+) -> torch.Tensor:
     try:
         with torch.inference_mode(), precision_context(device, precision):
             return model(batch.to(device)).float().cpu()
@@ -327,9 +335,15 @@ def separate_array(
     blocks = (array[:, i : i + block] for i in range(0, length, block))
     stats = TrackStats.of(mix.float()) if bag.normalize else None
     separate_stream(
-        model, blocks, length, collect, stems=names, options=options, stats=stats,
-        device=device, progress=progress, cancel=cancel,
+        model,
+        blocks,
+        length,
+        collect,
+        stems=names,
+        options=options,
+        stats=stats,
+        device=device,
+        progress=progress,
+        cancel=cancel,
     )
     return result
-
-

@@ -31,8 +31,9 @@ import torch
 
 # museval regularises the normal equations with the float64 machine epsilon.
 _EPS = float(np.finfo(np.float64).eps)
-# Target size of one chunk of complex spectra, in elements (~128 MB of complex128).
-_CHUNK_ELEMENTS = 8_000_000
+# Working-set size of one chunk of signal or spectra; kept well under glibc's mmap
+# threshold so buffers are recycled instead of page-faulted in afresh every chunk.
+_CHUNK_BYTES = 12 * 2**20
 
 
 @dataclass(frozen=True)
@@ -108,37 +109,38 @@ def bss_eval(
     est = _as_sct(estimates)
     if ref.shape[:2] != est.shape[:2]:
         raise ValueError(f"references {ref.shape} and estimates {est.shape} differ in stems")
-    n_src, n_chan, length = ref.shape
-    if est.shape[2] >= length:
-        est = est[:, :, :length]
-    else:
+    n_src, _, length = ref.shape
+    if est.shape[2] > length:
+        est = np.ascontiguousarray(est[:, :, :length])
+    elif est.shape[2] < length:
         est = np.pad(est, ((0, 0), (0, 0), (0, length - est.shape[2])))
     if window >= length:
         win_len, n_win = length, 1
     else:
         win_len, n_win = window, (length - window + hop) // hop
-    nan = np.full((n_src, n_win), np.nan)
     if length == 0 or n_win <= 0:
         empty = np.empty((n_src, 0))
         return BSSEvalScores(empty, empty, empty, empty, window, hop)
 
-    ref_t = torch.from_numpy(ref)
-    est_t = torch.from_numpy(est)
-    ref_frames = ref_t.unfold(-1, win_len, hop)[:, :, :n_win]  # [S, C, W, win]
-    est_frames = est_t.unfold(-1, win_len, hop)[:, :, :n_win]
-    silent = _silent(ref_frames) | _silent(est_frames)  # [W]
-    if bool(silent.all()):
+    ref_frames = _frames(ref, win_len, hop, n_win)
+    est_frames = _frames(est, win_len, hop, n_win)
+    silent = _silent(ref_frames) | _silent(est_frames)
+    if silent.all():
+        nan = np.full((n_src, n_win), np.nan)
         return BSSEvalScores(nan, nan.copy(), nan.copy(), nan.copy(), window, hop)
 
-    c_all, c_own = _projection_filters(ref_t, est_t, filters_len)
+    c_all, c_own = _projection_filters(ref, est, filters_len)
     sdr, isr, sir, sar = _framewise(ref_frames, est_frames, c_all, c_own, filters_len)
     for values in (sdr, isr, sir, sar):
-        values[:, silent.numpy()] = np.nan
+        values[:, silent] = np.nan
     return BSSEvalScores(sdr, isr, sir, sar, window, hop)
 
 
 def _as_sct(x: np.ndarray) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
+    """``[S, C, T]`` float array, not copied when it already is one (float32 stays float32)."""
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
     if arr.ndim == 2:
         arr = arr[:, None, :]
     if arr.ndim != 3:
@@ -146,13 +148,27 @@ def _as_sct(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _silent(frames: torch.Tensor) -> torch.Tensor:
+def _frames(x: np.ndarray, win_len: int, hop: int, n_win: int) -> np.ndarray:
+    """``[S, C, T]`` -> ``[S, C, W, win_len]`` view of museval's windows (no copy)."""
+    view = np.lib.stride_tricks.sliding_window_view(x, win_len, axis=-1)
+    return view[:, :, ::hop][:, :, :n_win]
+
+
+def _silent(frames: np.ndarray) -> np.ndarray:
     """``[S, C, W, n]`` -> ``[W]``: some source's channel sum is zero at every sample."""
-    return (frames.sum(dim=1) == 0).all(dim=-1).any(dim=0)
+    out = np.zeros(frames.shape[2], dtype=bool)
+    for w in range(frames.shape[2]):
+        out[w] = bool((frames[:, :, w].sum(axis=1) == 0).all(axis=-1).any())
+    return out
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A float64 copy of a (small) slice, as torch."""
+    return torch.from_numpy(np.array(x, dtype=np.float64, copy=True))
 
 
 def _fast_len(n: int) -> int:
-    """Smallest 2^a·3^b·5^c >= n (sizes pocketfft handles fastest)."""
+    """Smallest 2^a·3^b·5^c >= n (sizes the FFT handles fastest)."""
     best = 1 << (n - 1).bit_length()
     p5 = 1
     while p5 < best:
@@ -167,37 +183,48 @@ def _fast_len(n: int) -> int:
     return best
 
 
-def _xcorr(x: torch.Tensor, y: torch.Tensor, max_lag: int) -> torch.Tensor:
+def _xcorr(xs: list[np.ndarray], y: np.ndarray, max_lag: int) -> torch.Tensor:
     """Full (zero-padded) cross-correlations for lags ``-max_lag..max_lag``.
 
     Args:
-        x: ``[P, T]``; y: ``[Q, T]``.
+        xs: arrays ``[P_i, T]``, taken together as ``P = ΣP_i`` signals.
+        y: ``[Q, T]``.
 
     Returns:
-        ``[P, Q, 2·max_lag + 1]`` with ``out[p, q, m] = Σ_n x_p[n] · y_q[n + m − max_lag]``.
+        ``[P, Q, 2·max_lag + 1]`` float64 with
+        ``out[p, q, m] = Σ_n x_p[n] · y_q[n + m − max_lag]``.
 
     Each block of ``x`` is correlated with the matching stretch of ``y`` widened by
-    ``max_lag`` on both sides; the cross-spectra are summed over blocks before one inverse
-    FFT, so the cost is linear in ``T`` rather than one huge FFT per pair of signals.
+    ``max_lag`` on both sides; cross-spectra are summed over blocks before one inverse FFT.
+    Blocks are processed a few at a time from the caller's arrays: fresh multi-gigabyte
+    buffers cost more in page faults than the FFTs themselves.
     """
     n_fft = max(8192, _fast_len(8 * max_lag))
     block = n_fft - 2 * max_lag
-    length = x.shape[-1]
-    n_blocks = -(-length // block)
-    x_pad = torch.nn.functional.pad(x, (0, n_blocks * block - length))
-    y_pad = torch.nn.functional.pad(y, (max_lag, n_blocks * block - length + max_lag))
-    x_blocks = x_pad.reshape(x.shape[0], n_blocks, block)
-    y_blocks = y_pad.unfold(-1, block + 2 * max_lag, block)
+    length = y.shape[-1]
+    n_x = sum(x.shape[0] for x in xs)
+    n_y = y.shape[0]
     n_freq = n_fft // 2 + 1
-    per_chunk = max(1, _CHUNK_ELEMENTS // (n_freq * (x.shape[0] + y.shape[0])))
-    cross = torch.zeros(n_freq, x.shape[0], y.shape[0], dtype=torch.complex128)
-    for start in range(0, n_blocks, per_chunk):
-        xs = torch.fft.rfft(x_blocks[:, start : start + per_chunk], n=n_fft)  # [P, b, F]
-        ys = torch.fft.rfft(y_blocks[:, start : start + per_chunk], n=n_fft)  # [Q, b, F]
+    per_chunk = max(1, _CHUNK_BYTES // ((n_x + n_y) * n_fft * 8))
+    cross = torch.zeros(n_freq, n_x, n_y, dtype=torch.complex128)
+    for s0 in range(0, length, per_chunk * block):
+        s1 = min(length, s0 + per_chunk * block)
+        n_blocks = -(-(s1 - s0) // block)
+        span = n_blocks * block
+        x_seg = torch.nn.functional.pad(
+            _tensor(np.concatenate([x[:, s0:s1] for x in xs])), (0, span - (s1 - s0))
+        )
+        lo, hi = s0 - max_lag, s0 + span + max_lag
+        y_seg = torch.nn.functional.pad(
+            _tensor(y[:, max(0, lo) : min(length, hi)]),
+            (max(0, -lo), max(0, hi - length)),
+        )
+        x_spec = torch.fft.rfft(x_seg.reshape(n_x, n_blocks, block), n=n_fft)
+        y_spec = torch.fft.rfft(y_seg.unfold(-1, block + 2 * max_lag, block), n=n_fft)
         # batched matmul over frequencies is only fast on contiguous operands
-        xs = xs.permute(2, 0, 1).conj().contiguous()
-        ys = ys.permute(2, 1, 0).contiguous()
-        cross += torch.matmul(xs, ys)
+        cross += torch.matmul(
+            x_spec.permute(2, 0, 1).conj().contiguous(), y_spec.permute(2, 1, 0).contiguous()
+        )
     corr = torch.fft.irfft(cross.permute(1, 2, 0), n=n_fft)
     return corr[..., : 2 * max_lag + 1]
 
@@ -218,12 +245,12 @@ def _solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _projection_filters(
-    ref: torch.Tensor, est: torch.Tensor, taps: int
+    ref: np.ndarray, est: np.ndarray, taps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares distortion filters fitted on the whole signals.
 
     Args:
-        ref, est: ``[S, C, T]`` float64.
+        ref, est: ``[S, C, T]`` float arrays.
 
     Returns:
         ``c_all [S_ref, C_in, L, S_est, C_out]``: each estimate channel as a filtered sum of
@@ -234,7 +261,7 @@ def _projection_filters(
     basis = n_src * n_chan
     refs = ref.reshape(basis, -1)
     ests = est.reshape(basis, -1)
-    corr = _xcorr(torch.cat([refs, ests]), refs, taps - 1)  # [2P, P, 2L-1]
+    corr = _xcorr([refs, ests], refs, taps - 1)  # [2P, P, 2L-1]
     lags = torch.arange(taps)
     # G[(p, a), (q, b)] = <x_p delayed by a, x_q delayed by b> = r_pq[a - b]
     gram = corr[:basis][:, :, (lags[:, None] - lags[None, :]) + taps - 1]  # [P, P, L, L]
@@ -252,14 +279,14 @@ def _projection_filters(
     return c_all, c_own
 
 
-def _energy(spec: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Σ x² of real signals from their rfft ``[..., F]`` (Parseval), summed over dim 1 (C)."""
-    weight = torch.full((spec.shape[-1],), 2.0 / n_fft, dtype=torch.float64)
-    weight[0] = 1.0 / n_fft
-    if n_fft % 2 == 0:
-        weight[-1] = 1.0 / n_fft
-    power = torch.view_as_real(spec.contiguous()).square().sum(dim=-1)
-    return (power @ weight).sum(dim=1)
+def _energy(spec: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Σ x² of real signals from their rfft ``[S, C, w, F]`` by Parseval, summed over C.
+
+    ``weight`` is the ``[2F]`` Parseval weight per (bin, real/imag) pair; one matrix-vector
+    product is an order of magnitude faster than squaring and reducing complex arrays.
+    """
+    flat = torch.view_as_real(spec.contiguous()).reshape(*spec.shape[:-1], -1)
+    return (flat.square() @ weight).sum(dim=1)
 
 
 def _db(num: torch.Tensor, den: torch.Tensor) -> np.ndarray:
@@ -270,39 +297,59 @@ def _db(num: torch.Tensor, den: torch.Tensor) -> np.ndarray:
 
 
 def _framewise(
-    ref_frames: torch.Tensor,
-    est_frames: torch.Tensor,
+    ref_frames: np.ndarray,
+    est_frames: np.ndarray,
     c_all: torch.Tensor,
     c_own: torch.Tensor,
     taps: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decompose every window with the fixed filters; ``[S, C, W, n]`` -> four ``[S, W]``."""
+    """Decompose every window with the fixed filters; ``[S, C, W, n]`` -> four ``[S, W]``.
+
+    Per window: ``s`` the reference, ``pj`` its projection through its own filter,
+    ``pa`` the projection through every reference's filter, ``e`` the estimate; then
+    SDR = s/(e−s), ISR = s/(pj−s), SIR = pj/(pa−pj), SAR = pa/(e−pa) (energy ratios).
+    """
     n_src, n_chan, n_win, win_len = ref_frames.shape
     n_fft = _fast_len(win_len + taps - 1)
-    h_all = torch.fft.rfft(c_all.permute(0, 1, 3, 4, 2), n=n_fft)  # [S, C_in, S_est, C_out, F]
-    h_own = torch.fft.rfft(c_own.permute(0, 1, 3, 2), n=n_fft)  # [S, C_in, C_out, F]
     n_freq = n_fft // 2 + 1
-    per_chunk = max(1, _CHUNK_ELEMENTS // (n_src * n_chan * n_freq))
-    out = {k: torch.empty(n_src, n_win, dtype=torch.float64) for k in ("s", "pj", "pa")}
-    errs = {k: torch.empty(n_src, n_win, dtype=torch.float64) for k in ("sdr", "isr", "sir", "sar")}
+    basis = n_src * n_chan
+    # filter spectra: h_all[p_in, p_out, F], h_own[j, c_in, c_out, F]
+    h_all = torch.fft.rfft(c_all.permute(0, 1, 3, 4, 2), n=n_fft).reshape(basis, basis, n_freq)
+    h_own = torch.fft.rfft(c_own.permute(0, 1, 3, 2), n=n_fft)
+    weight = torch.full((n_freq, 2), 2.0 / n_fft, dtype=torch.float64)
+    weight[0] = 1.0 / n_fft
+    if n_fft % 2 == 0:
+        weight[-1] = 1.0 / n_fft
+    weight = weight.reshape(-1)
+    per_chunk = max(1, _CHUNK_BYTES // (basis * n_freq * 16))
+    num = {k: torch.empty(n_src, n_win, dtype=torch.float64) for k in ("s", "pj", "pa")}
+    den = {k: torch.empty(n_src, n_win, dtype=torch.float64) for k in ("sdr", "isr", "sir", "sar")}
     for start in range(0, n_win, per_chunk):
         sl = slice(start, start + per_chunk)
-        ref = ref_frames[:, :, sl]
-        est = est_frames[:, :, sl]
+        ref = _tensor(ref_frames[:, :, sl])
+        est = _tensor(est_frames[:, :, sl])
+        n = ref.shape[2]
         ref_f = torch.fft.rfft(ref, n=n_fft)  # [S, C, w, F]
         est_f = torch.fft.rfft(est, n=n_fft)
-        proj_all = torch.einsum("jawf,jaecf->ecwf", ref_f, h_all)
-        proj_own = torch.einsum("jawf,jacf->jcwf", ref_f, h_own)
-        out["s"][:, sl] = (ref**2).sum(dim=(1, -1))
-        errs["sdr"][:, sl] = ((est - ref) ** 2).sum(dim=(1, -1))
-        out["pj"][:, sl] = _energy(proj_own, n_fft)
-        out["pa"][:, sl] = _energy(proj_all, n_fft)
-        errs["isr"][:, sl] = _energy(proj_own - ref_f, n_fft)
-        errs["sir"][:, sl] = _energy(proj_all - proj_own, n_fft)
-        errs["sar"][:, sl] = _energy(est_f - proj_all, n_fft)
+        flat = ref_f.reshape(basis, n, n_freq)
+        # explicit multiply-adds over the input channels beat einsum's batched tiny matmuls
+        proj_all = torch.zeros(basis, n, n_freq, dtype=torch.complex128)
+        for p in range(basis):
+            proj_all += flat[p][None] * h_all[p][:, None]
+        proj_all = proj_all.reshape(n_src, n_chan, n, n_freq)
+        proj_own = torch.zeros_like(ref_f)
+        for a in range(n_chan):
+            proj_own += ref_f[:, a, None] * h_own[:, a, :, None]
+        num["s"][:, sl] = ref.square().sum(dim=-1).sum(dim=1)
+        den["sdr"][:, sl] = (est - ref).square().sum(dim=-1).sum(dim=1)
+        num["pj"][:, sl] = _energy(proj_own, weight)
+        num["pa"][:, sl] = _energy(proj_all, weight)
+        den["isr"][:, sl] = _energy(proj_own - ref_f, weight)
+        den["sir"][:, sl] = _energy(proj_all - proj_own, weight)
+        den["sar"][:, sl] = _energy(est_f - proj_all, weight)
     return (
-        _db(out["s"], errs["sdr"]),
-        _db(out["s"], errs["isr"]),
-        _db(out["pj"], errs["sir"]),
-        _db(out["pa"], errs["sar"]),
+        _db(num["s"], den["sdr"]),
+        _db(num["s"], den["isr"]),
+        _db(num["pj"], den["sir"]),
+        _db(num["pa"], den["sar"]),
     )

@@ -35,11 +35,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dsu import __version__
 from dsu.errors import BadRequest, DSUError
 from dsu.service.fetch import AddressPolicy, system_resolver, vet_url
-from dsu.service.jobs import COMPLETED, FAILED, TERMINAL, JobConflict, JobSpec, QueueFull, new_key
+from dsu.service.jobs import (
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    TERMINAL,
+    JobConflict,
+    JobSpec,
+    QueueFull,
+    new_key,
+)
 from dsu.service.metrics import ServiceMetrics
 from dsu.service.models import ModelCatalog
 from dsu.service.queue import JobQueue, LocalQueue
-from dsu.service.runner import check_duration
+from dsu.service.runner import check_duration, public_message
 from dsu.service.schemas import (
     JOB_ID_PATTERN,
     MIME_TYPES,
@@ -454,7 +463,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "send application/json with audio_base64, or multipart/form-data with file",
                 )
             model = await blocking(catalog.resolve, fields.model)
-            await blocking(check_duration, queue.storage.find_input(key), settings.max_duration)
+            source = queue.storage.find_input(key)
+            try:
+                await asyncio.to_thread(check_duration, source, settings.max_duration)
+            except DSUError as exc:
+                error = api_error(exc)
+                raise ApiError(
+                    error.status_code, exc.code, public_message(exc, source, "audio")
+                ) from None
             spec = JobSpec(
                 model=model,
                 output_format=fields.output_format,
@@ -522,6 +538,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         job, created = await blocking(queue.submit, job_id, "async", spec)
         position = await asyncio.to_thread(queue.position, job)
+        if job.status == QUEUED:
+            # The worker may have taken it already: it is then at the front, not gone.
+            position = max(position, 1)
         if not created:
             response.status_code = 200
         return SubmitResponse(

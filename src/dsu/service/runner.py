@@ -47,6 +47,13 @@ def check_duration(path: Path, max_duration: float) -> float:
     return info.duration
 
 
+def public_message(exc: DSUError, path: Path | None, label: str) -> str:
+    """``exc``'s message with the server's file path replaced by what the client sent."""
+    if isinstance(exc, BadAudio) and path is not None and exc.path == str(path):
+        return f"{label}: {exc.problem}"
+    return exc.message.replace(str(path), label) if path is not None else exc.message
+
+
 class TooLong(DSUError):
     """The decoded audio is longer than the server accepts."""
 
@@ -233,7 +240,9 @@ class Runner:
         except Cancelled:
             self._cancelled(job, cancel)
         except DSUError as exc:
-            self._finish_failed(job, exc.code, exc.message)
+            source = self.storage.find_input(job.key)
+            label = "audio_url" if job.spec.audio_url else "the uploaded audio"
+            self._finish_failed(job, exc.code, public_message(exc, source, label))
         except Exception:
             log.exception("job %s failed with an internal error", job.id)
             self._finish_failed(

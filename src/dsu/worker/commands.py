@@ -20,7 +20,7 @@ from typing import Any
 
 import dsu
 from dsu import archs
-from dsu.errors import AudioIOError, BadRequest, Cancelled, ModelNotFound
+from dsu.errors import AudioIOError, BadRequest, Cancelled, ModelNotFound, UnsupportedModel
 from dsu.worker import protocol
 from dsu.worker.cache import CachedModel, ModelCache, ModelKey
 from dsu.worker.device import guess_device
@@ -279,6 +279,11 @@ class Commands:
             raise ModelNotFound(
                 f"model {entry.name!r} is a {entry.arch!r} model; this worker serves the "
                 f"families {served} (start the matching dsu-* worker, or pass --arch)"
+            )
+        if entry.arch not in archs.FAMILIES:
+            raise UnsupportedModel(
+                f"model {entry.name!r} is a {entry.arch!r} model, a family this version of "
+                f"DSU cannot run yet (it runs: {', '.join(archs.supported())})"
             )
         hit = self.cache.lookup(entry.name)
         if hit is not None:

@@ -1,0 +1,200 @@
+"""Demucs: DSU against Demucs' own separation, side by side, same weights and input.
+
+Case 1 runs a full-size HTDemucs (random weights: speed does not depend on them) on the
+same 60 s input through DSU (``Separator.separate`` on the array) and through
+``demucs.apply.apply_model`` with ``demucs.api``'s normalisation, alternately, each run in
+a fresh process so peak RSS is its own. It prints wall time, peak RSS, parity (SDR of
+DSU's stems against Demucs') and the time ratio DSU / Demucs.
+
+Case 2 separates a 60-minute file to four stem files with a tiny random Demucs network
+and prints DSU's peak RSS: the memory is the engine's streaming, whatever the network.
+
+Usage: ``python bench/bench_demucs.py [--seconds 60] [--rounds 2] [--hour-minutes 60]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_network(work: Path) -> Path:
+    """A full-size HTDemucs (the released ``htdemucs`` configuration), random weights."""
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    torch.manual_seed(0)
+    net = HTDemucs(SOURCES, segment=7.8)
+    args, kwargs = net._init_args_kwargs
+    path = work / "weights" / "bench0000-00000000.th"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"klass": HTDemucs, "args": args, "kwargs": kwargs, "state": net.state_dict()}, path)
+    manifest = {
+        "version": 1,
+        "models": {
+            "bench-htdemucs": {
+                "arch": "demucs",
+                "weights": [f"weights/{path.name}"],
+                "stems": SOURCES,
+            }
+        },
+    }
+    (work / "models.json").write_text(json.dumps(manifest))
+    return path
+
+
+def run_one(which: str, work: Path, batch_size: int) -> dict:
+    """One timed separation in this process; writes the stems to ``work/<which>.npy``."""
+    import torch
+
+    mix = np.load(work / "mix.npy")
+    if which == "dsu":
+        from dsu import Separator
+
+        separator = Separator(
+            "bench-htdemucs", models_dir=work, device="cpu", batch_size=batch_size
+        )
+        separator.load()
+        started = time.perf_counter()
+        result = separator.separate(mix, 44100)
+        elapsed = time.perf_counter() - started
+        out = np.stack([result.stems[s] for s in SOURCES])
+    else:
+        from demucs.apply import apply_model
+        from demucs.states import load_model
+
+        net = load_model(next((work / "weights").glob("*.th"))).eval()
+        started = time.perf_counter()
+        wav = torch.from_numpy(mix)
+        ref = wav.mean(0)
+        mean, std = ref.mean(), ref.std() + 1e-8
+        with torch.no_grad():
+            est = apply_model(net, ((wav - mean) / std)[None], shifts=0, overlap=0.25)[0]
+        out = (est * std + mean).numpy()
+        elapsed = time.perf_counter() - started
+    np.save(work / f"{which}.npy", out)
+    return {"which": which, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+def run_hour(work: Path, minutes: float) -> dict:
+    """Separate a long file to four stem files with a tiny network, in this process."""
+    import soundfile as sf
+    import torch
+    from demucs.demucs import Demucs
+
+    from dsu import Separator
+
+    torch.manual_seed(0)
+    net = Demucs(SOURCES, channels=8, depth=3, segment=10, lstm_layers=1)
+    args, kwargs = net._init_args_kwargs
+    weights = work / "hour" / "weights" / "tiny0000-00000000.th"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"klass": Demucs, "args": args, "kwargs": kwargs, "state": net.state_dict()}, weights
+    )
+    manifest = {
+        "version": 1,
+        "models": {"tiny": {"arch": "demucs", "weights": [f"weights/{weights.name}"]}},
+    }
+    (work / "hour" / "models.json").write_text(json.dumps(manifest))
+    source = work / "hour" / "long.wav"
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(source, "w", 44100, 2, subtype="PCM_16") as f:
+        for _ in range(int(minutes * 6)):
+            f.write((0.1 * rng.standard_normal((441000, 2))).astype(np.float32))
+    baseline = peak_rss_mb()
+    separator = Separator("tiny", models_dir=work / "hour", device="cpu")
+    started = time.perf_counter()
+    result = separator.separate(source, output_dir=work / "hour" / "out")
+    elapsed = time.perf_counter() - started
+    sizes = {stem: path.stat().st_size for stem, path in result.files.items()}
+    return {
+        "minutes": minutes,
+        "seconds": elapsed,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": baseline,
+        "stem_bytes": sizes,
+    }
+
+
+def child(args: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--hour-minutes", type=float, default=60.0)
+    parser.add_argument("--skip-hour", action="store_true")
+    parser.add_argument("--child", choices=("dsu", "demucs", "hour"), help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.child == "hour":
+        print(json.dumps(run_hour(opts.work, opts.hour_minutes)))
+        return 0
+    if opts.child:
+        print(json.dumps(run_one(opts.child, opts.work, opts.batch_size)))
+        return 0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        make_network(work)
+        rng = np.random.default_rng(0)
+        np.save(
+            work / "mix.npy",
+            (0.2 * rng.standard_normal((2, int(opts.seconds * 44100)))).astype(np.float32),
+        )
+        times: dict[str, list[float]] = {"dsu": [], "demucs": []}
+        rss: dict[str, float] = {"dsu": 0.0, "demucs": 0.0}
+        common = ["--work", str(work), "--batch-size", str(opts.batch_size)]
+        for _ in range(opts.rounds):
+            for which in ("demucs", "dsu"):
+                report = child(["--child", which, *common])
+                times[which].append(report["seconds"])
+                rss[which] = max(rss[which], report["peak_rss_mb"])
+        ours, theirs = np.load(work / "dsu.npy"), np.load(work / "demucs.npy")
+        parity = 10 * np.log10(np.square(theirs).sum() / max(np.square(theirs - ours).sum(), 1e-30))
+        best = {k: min(v) for k, v in times.items()}
+        print(
+            f"HTDemucs full size, {opts.seconds:.0f} s stereo input, CPU, "
+            f"{opts.rounds} rounds (best)"
+        )
+        print(f"  demucs apply_model : {best['demucs']:8.2f} s   peak RSS {rss['demucs']:7.0f} MB")
+        print(f"  DSU Separator      : {best['dsu']:8.2f} s   peak RSS {rss['dsu']:7.0f} MB")
+        print(f"  all runs (s)       : demucs {times['demucs']}  dsu {times['dsu']}")
+        print(f"  parity             : {parity:8.1f} dB SDR")
+        print(f"  ratio DSU/demucs   : {best['dsu'] / best['demucs']:8.3f}")
+        if not opts.skip_hour:
+            hour = child(
+                ["--child", "hour", "--work", str(work), "--hour-minutes", str(opts.hour_minutes)]
+            )
+            print(f"{hour['minutes']:.0f}-minute file -> 4 stem files, tiny Demucs network, CPU")
+            print(f"  DSU time           : {hour['seconds']:8.1f} s")
+            print(
+                f"  DSU peak RSS       : {hour['peak_rss_mb']:8.0f} MB "
+                f"(after imports: {hour['rss_before_mb']:.0f} MB)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
