@@ -174,3 +174,15 @@ def test_center_and_hpss_on_the_real_clip(mu_dir: Path, tmp_path: Path):
     harmonic, _ = audio.read(split["harmonic"])
     correlation = [np.corrcoef(s.ravel(), drums.ravel())[0, 1] for s in (percussive, harmonic)]
     assert correlation[0] > correlation[1] + 0.2
+
+
+def test_bf16_autocast_stays_close_and_fp16_is_refused_on_cpu(models_dir: Path, tiny: Separator):
+    mix = noise(1.5)
+    full = tiny.separate(mix, 44100).stems
+    half = Separator("tiny-ht", models_dir=models_dir, device="cpu", precision="bf16")
+    low = half.separate(mix, 44100).stems
+    assert all(sdr(full[s], low[s]) > 15 for s in full)
+    with pytest.raises(BadRequest, match="fp16"):
+        Separator("tiny-ht", models_dir=models_dir, device="cpu", precision="fp16").separate(
+            mix, 44100
+        )

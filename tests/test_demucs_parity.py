@@ -96,3 +96,24 @@ def test_shifts_are_seeded_and_average_passes(mix: torch.Tensor, tmp_path: Path)
     assert not torch.equal(first, other)
     # Shifted passes still estimate the same stems: close to the unshifted output.
     assert sdr(separate_array(model, mix), first) > 10
+
+
+def test_diffq_quantized_package_loads_like_demucs(mix: torch.Tensor, tmp_path: Path):
+    """``mdx_q``-style checkpoints: a diffq-quantized state in the same package format."""
+    from demucs.states import load_model
+    from diffq import DiffQuantizer
+
+    net = tiny_net("hdemucs", 5)
+    quantizer = DiffQuantizer(net, min_size=0.0001, group_size=8)
+    state = quantizer.get_quantized_state()
+    state["__quantized"] = True
+    args, kwargs = net._init_args_kwargs
+    package = {"klass": net.__class__, "args": args, "kwargs": kwargs, "state": state}
+    path = tmp_path / "q0000000-00000000.th"
+    torch.save(package, path)
+    entry = ModelEntry("tiny_q", "demucs", weights=(path,), stems=tuple(SOURCES))
+    ours = demucs_family.load(entry)
+    theirs = load_model(path).eval()
+    for key, value in theirs.state_dict().items():
+        assert torch.equal(ours.net.state_dict()[key], value), key
+    assert sdr(reference(theirs, mix), separate_array(ours, mix)) >= 60
