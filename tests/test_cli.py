@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tiny_demucs import write_models_dir
 
 from dsu import audio
+from tiny_demucs import write_models_dir
 
 
 def dsu(*args: str | Path) -> subprocess.CompletedProcess:

@@ -252,6 +252,16 @@ def test_complete_part_is_verified_and_taken(tmp_path: Path, packages: dict[str,
     assert dest.read_bytes() == data
 
 
+def test_part_longer_than_the_file_starts_over(tmp_path: Path, packages: dict[str, bytes]) -> None:
+    name, data = next(iter(packages.items()))
+    dest = tmp_path / name
+    part_path(dest).write_bytes(data + b"junk from an older, longer file")
+    with FileServer({name: data}) as server:
+        fetch(server.url(name), dest, sha(data))
+    assert server.requests == [(name, f"bytes={len(data) + 31}-"), (name, None)]
+    assert dest.read_bytes() == data
+
+
 def test_http_error_names_status_and_url(tmp_path: Path, packages: dict[str, bytes]) -> None:
     with FileServer({}) as server, pytest.raises(DownloadError) as caught:
         pull("tiny", tmp_path, catalog=tiny_catalog(packages, server))

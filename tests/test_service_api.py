@@ -403,6 +403,7 @@ def test_metrics(server: Server) -> None:
     assert 'dsu_http_requests_total{method="POST",route="/separate-sync",status="200"}' in text
     assert 'dsu_jobs_total{kind="async",status="completed"}' in text
     assert "dsu_queue_depth" in text and 'dsu_webhook_deliveries_total{outcome="delivered"}' in text
+    assert 'dsu_rejected_total{code="bad_audio"}' in text
     assert '"/jobs/del-1"' not in text  # labels are route templates, not raw paths
 
 

@@ -143,6 +143,14 @@ class Server:
         raise AssertionError(f"job {job_id} did not reach {statuses}: {r.status_code} {r.text}")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (the service closing a refused download) are normal."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class Received:
     method: str
@@ -208,7 +216,7 @@ class LocalHTTP:
 
             do_GET = do_POST = do_HEAD = _serve
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"

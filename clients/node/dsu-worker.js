@@ -12,7 +12,8 @@
  *   await worker.close();
  *
  * Every request gets an automatic id, so many may be in flight; replies are matched by
- * id. An error reply rejects with a WorkerError whose `code` is the protocol's stable code.
+ * id. An error reply rejects with a WorkerError whose `code` is the protocol's stable code;
+ * a cancelled request rejects with code `cancelled`.
  * If the process dies, pending requests reject with code `worker_exited` and the next
  * request starts a fresh process.
  */
@@ -174,8 +175,9 @@ class DsuWorker extends EventEmitter {
     }
     this._pending.delete(String(message.id));
     clearTimeout(pending.timer);
-    if (message.status === 'error') {
-      pending.reject(new WorkerError(message.code || 'internal', message.message || '', message));
+    if (message.status === 'error' || message.status === 'cancelled') {
+      const code = message.code || (message.status === 'cancelled' ? 'cancelled' : 'internal');
+      pending.reject(new WorkerError(code, message.message || '', message));
     } else {
       pending.resolve(message);
     }

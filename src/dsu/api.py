@@ -53,6 +53,7 @@ class _Input:
     name: str
     samplerate: int
     channels: int
+    frames: int  # exact for arrays and most files, an estimate for AAC/MP4 (progress only)
     blocks: Callable[[], Iterator[np.ndarray]]
 
 
@@ -64,8 +65,8 @@ def _array_input(data: np.ndarray | torch.Tensor, samplerate: int | None) -> _In
         array = array[None]
     if array.ndim != 2:
         raise BadAudio("<array>", f"expected [channels, samples], got shape {array.shape}")
-    if array.shape[0] > array.shape[1]:
-        array = array.T  # [T, C] as soundfile returns it
+    if array.shape[1] <= 2 < array.shape[0]:
+        array = array.T  # [T, C], as soundfile returns it
     array = np.ascontiguousarray(array, dtype=np.float32)
     if array.shape[1] == 0:
         raise BadAudio("<array>", "no audio samples (zero length)")
@@ -75,6 +76,7 @@ def _array_input(data: np.ndarray | torch.Tensor, samplerate: int | None) -> _In
         "<array>",
         samplerate,
         array.shape[0],
+        array.shape[1],
         lambda: (array[:, i : i + _BLOCK] for i in range(0, array.shape[1], _BLOCK)),
     )
 
@@ -86,7 +88,7 @@ def _file_input(path: Path) -> _Input:
         with audio.AudioReader(path, _BLOCK) as reader:
             yield from reader
 
-    return _Input(str(path), info.samplerate, info.channels, blocks)
+    return _Input(str(path), info.samplerate, info.channels, info.frames, blocks)
 
 
 def _cancel_check(cancel: CancelLike | None) -> Callable[[], bool] | None:
@@ -318,7 +320,7 @@ class Separator:
                 raise Cancelled("separation cancelled")
             accumulator.add(block)
             if progress is not None:
-                progress("reading", 0.0)
+                progress("reading", min(frames / max(source.frames, 1), 1.0))
         if accumulator.count == 0:
             raise BadAudio(source.name, "no audio samples (zero length)")
         stats = accumulator.stats() if self.model.normalize else None

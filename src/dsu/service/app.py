@@ -26,7 +26,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,7 +40,6 @@ from dsu.service.jobs import (
     FAILED,
     QUEUED,
     TERMINAL,
-    JobConflict,
     JobSpec,
     QueueFull,
     new_key,
@@ -207,6 +206,44 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+class ApiKeys:
+    """Require ``Authorization: Bearer <key>`` on every path but the open ones.
+
+    Checked before the app runs, so an unauthenticated client cannot make the server read
+    or parse a request body.
+    """
+
+    OPEN = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+    def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    def allowed(self, header: bytes | None) -> bool:
+        scheme, _, given = (header or b"").partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        # Compare with every key so the time taken says nothing about which one matched.
+        return any([hmac.compare_digest(given.strip(), key) for key in self.keys])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.keys
+            and scope["path"] not in self.OPEN
+            and not self.allowed(dict(scope["headers"]).get(b"authorization"))
+        ):
+            response = error_response(
+                401,
+                "unauthorized",
+                "a valid API key is required: Authorization: Bearer <key>",
+                {"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class MetricsMiddleware:
     """Count requests and time them by route template (never by raw path)."""
 
@@ -342,27 +379,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(ApiKeys, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _install_error_handlers(app)
+    _install_error_handlers(app, metrics)
 
-    keys = [k.encode() for k in settings.api_keys]
-
-    def require_key(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        if not keys:
-            return
-        given = credentials.credentials.encode() if credentials else b""
-        # Compare with every key so the time taken says nothing about which one matched.
-        if not any([hmac.compare_digest(given, key) for key in keys]):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "a valid API key is required: Authorization: Bearer <key>",
-                {"WWW-Authenticate": "Bearer"},
-            )
-
-    auth = [Depends(require_key)]
+    # Enforced by ApiKeys before any body is read; declared here for the OpenAPI docs.
+    auth = [Depends(_bearer)]
 
     def base_url(request: Request) -> str:
         return settings.public_url or str(request.base_url)
@@ -379,7 +401,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "service": "DSU separation service",
             "version": __version__,
-            "model": catalog.configured_default or "default of the models directory",
+            "model": await asyncio.to_thread(catalog.default),
             "endpoints": {
                 "/separate-sync": "POST - synchronous separation (base64 JSON or upload)",
                 "/separate-async": "POST - asynchronous separation of audio_url, webhook",
@@ -398,20 +420,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         queue = service.jobs
         status = queue.status()
-        device = str(status["device"])
         cuda = torch.cuda.is_available()
         hardware = "CPU"
-        if device.startswith("cuda") and cuda:
-            hardware = torch.cuda.get_device_name(torch.device(device))
+        if status.device.startswith("cuda") and cuda:
+            hardware = torch.cuda.get_device_name(torch.device(status.device))
         depth = await asyncio.to_thread(queue.depth)
         return Health(
             status="healthy",
-            model=str(status["model_loaded"] or catalog.configured_default or "default"),
+            model=status.model_loaded or catalog.configured_default or "default",
             hardware=hardware,
             torch_version=torch.__version__,
             cuda_available=cuda,
-            device=device,
-            model_loaded=status["model_loaded"] is not None,
+            device=status.device,
+            model_loaded=status.model_loaded is not None,
+            model_error=status.load_error,
             queue_depth=depth,
             version=__version__,
         )
@@ -691,11 +713,16 @@ def _validation_message(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+SUBMISSIONS = frozenset({"/separate-sync", "/separate-async"})
+
+
+def _install_error_handlers(app: FastAPI, metrics: ServiceMetrics) -> None:
     """Every error answers ``{"error": {"code", "message"}}``; none carries a traceback."""
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if request.url.path in SUBMISSIONS and exc.status_code < 500:
+            metrics.rejected.labels(exc.code).inc()
         return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -707,16 +734,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.url.path in SUBMISSIONS:
+            metrics.rejected.labels("bad_request").inc()
         return error_response(422, "bad_request", _validation_message(exc.errors()))
 
     @app.exception_handler(DSUError)
     async def on_dsu_error(request: Request, exc: DSUError) -> JSONResponse:
-        error = api_error(exc)
-        return error_response(error.status_code, error.code, error.message, error.headers)
-
-    @app.exception_handler(JobConflict)
-    async def on_conflict(request: Request, exc: JobConflict) -> JSONResponse:
-        return error_response(409, exc.code, exc.message)
+        return await on_api_error(request, api_error(exc))
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:

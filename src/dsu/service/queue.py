@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -35,6 +36,15 @@ class DataDirBusy(DSUError):
     """Another server process holds the data dir."""
 
     code = "bad_request"
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What ``/health`` reports of the worker: its device, the loaded model, a load error."""
+
+    device: str
+    model_loaded: str | None
+    load_error: str | None
 
 
 class JobQueue(ABC):
@@ -81,8 +91,8 @@ class JobQueue(ABC):
         """Wait until the job ends (or ``timeout``); return its latest state."""
 
     @abstractmethod
-    def status(self) -> dict[str, object]:
-        """Worker facts for ``/health``: device, model loaded, load error."""
+    def status(self) -> WorkerStatus:
+        """Worker facts for ``/health``."""
 
 
 class LocalQueue(JobQueue):
@@ -209,12 +219,8 @@ class LocalQueue(JobQueue):
                 if not events:
                     self._waiters.pop(job_id, None)
 
-    def status(self) -> dict[str, object]:
-        return {
-            "device": self.runner.device,
-            "model_loaded": self.runner.model_loaded,
-            "load_error": self.runner.load_error,
-        }
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(self.runner.device, self.runner.model_loaded, self.runner.load_error)
 
     # -- worker side -----------------------------------------------------------------------
 

@@ -259,10 +259,14 @@ class Runner:
         source = self.storage.find_input(job.key)
         if spec.audio_url and source is None:
             self.store.set_progress(job.id, self.owner, "downloading", 0.0)
-            source = self.storage.input_path(job.key, input_extension(spec.audio_url))
+            target = self.storage.input_path(job.key, input_extension(spec.audio_url))
+            # Downloaded under another name and renamed when complete: a run killed
+            # mid-download must not leave a partial file that the rerun takes as the input.
+            partial = target.with_name(".download")
             self.fetcher.download(
-                spec.audio_url, source, self.settings.max_upload_bytes, self.settings.fetch_timeout
+                spec.audio_url, partial, self.settings.max_upload_bytes, self.settings.fetch_timeout
             )
+            source = partial.replace(target)
         if source is None:
             raise BadAudio("input", "the uploaded audio is missing from the server's storage")
         check_duration(source, self.settings.max_duration)

@@ -163,6 +163,7 @@ class Health(BaseModel):
     cuda_available: bool
     device: str
     model_loaded: bool
+    model_error: str | None = Field(None, description="why the default model did not load")
     queue_depth: int
     version: str
 

@@ -7,6 +7,8 @@ flags override the environment (see :mod:`dsu.cli.serve`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -150,10 +152,17 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
         if self.retention_hours <= 0:
             raise SettingsError("DSU_RETENTION_HOURS must be positive")
-        if self.webhook_secret is not None and not self.webhook_secret.startswith("whsec_"):
-            raise SettingsError(
-                "DSU_WEBHOOK_SECRET must look like 'whsec_<base64>' (Standard Webhooks)"
-            )
+        if self.webhook_secret is not None:
+            body = self.webhook_secret.removeprefix("whsec_")
+            try:
+                key = base64.b64decode(body, validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not self.webhook_secret.startswith("whsec_") or len(key) < 16:
+                raise SettingsError(
+                    "DSU_WEBHOOK_SECRET must be 'whsec_' + base64 of at least 16 random bytes "
+                    "(Standard Webhooks), e.g. whsec_$(openssl rand -base64 32)"
+                )
 
 
 class _Reader:
