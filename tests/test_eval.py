@@ -53,8 +53,8 @@ def test_reference_for_maps_accompaniment_and_complements() -> None:
 
 def test_score_track_forms_museval_sets() -> None:
     rng = np.random.default_rng(0)
-    refs = {name: rng.standard_normal((2, 3 * 8000)).astype(np.float32) for name in STEMS}
-    ests = {name: refs[name] + 0.5 * rng.standard_normal((2, 3 * 8000)) for name in STEMS}
+    refs = {name: rng.standard_normal((2, 2 * 8000)).astype(np.float32) for name in STEMS}
+    ests = {name: refs[name] + 0.5 * rng.standard_normal((2, 2 * 8000)) for name in STEMS}
     four, skipped = score_track(ests, refs, 8000, "museval")
     assert skipped == []
     joint = museval_scores(np.stack(list(refs.values())), np.stack(list(ests.values())), 8000)

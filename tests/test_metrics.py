@@ -179,9 +179,9 @@ def test_real_model_output_reproduces_spec_scores_and_museval(
 
 @pytest.mark.shared
 def test_bss_eval_matches_museval_on_four_real_stems(mu_dir: Path) -> None:
-    """Four real stems (3 s of Mu), estimates with cross-talk, noise and a silent gap."""
-    refs = np.stack([read(mu_dir / f"{name}.wav")[:, : 3 * 44100] for name in STEMS])
+    """Four real stems (2 s of Mu), estimates with cross-talk, noise and a silent window."""
+    refs = np.stack([read(mu_dir / f"{name}.wav")[:, : 2 * 44100] for name in STEMS])
     rng = np.random.default_rng(6)
     ests = 0.7 * refs + 0.1 * refs.sum(axis=0) + 0.01 * rng.standard_normal(refs.shape)
-    ests[3, :, 44100:90000] = 0.0  # silent estimate inside the second window
+    ests[3, :, 44100:] = 0.0  # a silent estimate: the second window is NaN
     assert_matches_museval(refs, ests.astype(np.float32), window=44100, hop=44100)

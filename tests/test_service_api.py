@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -72,6 +74,12 @@ def test_health_matches_the_seed(server: Server) -> None:
     assert "/separate-sync" in info["endpoints"] and "/separate-async" in info["endpoints"]
 
 
+needs_curl = pytest.mark.skipif(
+    shutil.which("curl") is None, reason="the seed's examples are curl commands; curl is absent"
+)
+
+
+@needs_curl
 def test_seed_curl_sync_example(server: Server, tmp_path: Path) -> None:
     """The seed README's command, with a real file as the payload it elides."""
     wav = noise_wav(2.0)
@@ -121,6 +129,7 @@ def test_seed_curl_sync_example(server: Server, tmp_path: Path) -> None:
     assert info.format == "mp3" and abs(info.duration - 2.0) < 0.2
 
 
+@needs_curl
 def test_seed_curl_async_example(server: Server, web: LocalHTTP, mp3_bytes: bytes) -> None:
     """The seed README's async command (its example.com URLs point at local servers)."""
     web.routes["/audio.mp3"] = (200, {"Content-Type": "audio/mpeg"}, mp3_bytes)
@@ -418,6 +427,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             "DSU_API_KEYS": "key-one,key-two",
             "DSU_ALLOW_PRIVATE_URLS": "1",
             "DSU_RETENTION_HOURS": "0.0005",
+            "DSU_BODY_TIMEOUT": "1",
         },
     ).start()
     yield s
@@ -454,3 +464,14 @@ def test_retention_removes_finished_jobs(locked: Server, web: LocalHTTP) -> None
         assert time.monotonic() < deadline, "retention never removed the job"
         time.sleep(0.2)
     assert not any(d.exists() for d in key_dirs)
+
+
+def test_a_body_sent_too_slowly_is_cut_off(locked: Server) -> None:
+    with socket.create_connection(("127.0.0.1", locked.port), timeout=10) as conn:
+        conn.sendall(
+            b"POST /separate-sync HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-one\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"audio_'
+        )
+        answer = conn.recv(4096).decode()  # nothing more is sent: the server gives up
+    assert answer.startswith("HTTP/1.1 408") and "request_timeout" in answer
+    assert httpx.get(f"{locked.url}/health").status_code == 200

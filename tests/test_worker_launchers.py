@@ -20,7 +20,7 @@ LAUNCHERS = ["dsu-demucs", "dsu-bsroformer", "dsu-audio-separator", "dsu-apollo"
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = write_models_dir(
-        tmp_path_factory.mktemp("launch") / "models", {"tiny": {"nets": [("htdemucs", 0)]}}
+        tmp_path_factory.mktemp("launch") / "models", {"tiny": {"nets": [("demucs", 0)]}}
     )
     manifest = json.loads((root / "models.json").read_text())["models"]
     (root / "weights" / "UVR-Vocals.pth").write_bytes(b"not a real VR model")

@@ -27,7 +27,7 @@ def seed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("seed")
     write_models_dir(
         root / "models",
-        {"htdemucs_ft": {"nets": [("htdemucs", 0)]}, "htdemucs": {"nets": [("htdemucs", 1)]}},
+        {"htdemucs_ft": {"nets": [("demucs", 0)]}, "htdemucs": {"nets": [("demucs", 1)]}},
     )
     write_noise(root / "audio.wav", 1.5)
     return root

@@ -28,7 +28,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_noise(root / "short.wav", 2.0)
     write_noise(root / "long.wav", 60.0, seed=1)
     (root / "not-audio.wav").write_text("this is text, not audio\n")
-    models = write_models_dir(root / "models", {"tiny": {"nets": [("htdemucs", 0)]}})
+    models = write_models_dir(root / "models", {"tiny": {"nets": [("demucs", 0)]}})
     (models / "weights" / "broken.pt").write_bytes(b"\x80\x02 definitely not a checkpoint")
     manifest = json.loads((models / "models.json").read_text())
     manifest["models"]["broken"] = {

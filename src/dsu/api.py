@@ -109,6 +109,8 @@ class Separator:
         precision: ``fp32``; ``fp16``/``bf16`` autocast on GPUs.
         overlap, shifts, batch_size, segment, seed: see :class:`dsu.engine.EngineOptions`.
         downmix: mix inputs of more than two channels down to stereo instead of refusing.
+        model_options: family settings overriding the registry entry's ``options``, e.g.
+            ``{"framing": "overlap_add"}`` for ``tdc_unet``.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class Separator:
         segment: float | None = None,
         seed: int = 0,
         downmix: bool = False,
+        model_options: dict[str, object] | None = None,
     ) -> None:
         self.registry = Registry.open(Path(models_dir) if models_dir is not None else None)
         self.entry = self.registry.resolve(model or self.registry.default or "center")
@@ -137,6 +140,7 @@ class Separator:
         )
         self.device = resolve_device(device)
         self.downmix = downmix
+        self.model_options = dict(model_options or {})
         self._model: SeparationModel | Bag | None = None
 
     @property
@@ -162,7 +166,7 @@ class Separator:
     def load(self) -> None:
         """Load the weights onto the device now rather than on first separation."""
         if self._model is None:
-            self._model = archs.load(self.entry).to(self.device)
+            self._model = archs.load(self.entry, **self.model_options).to(self.device)
 
     def unload(self) -> None:
         """Release the weights (and the GPU memory they held)."""

@@ -247,8 +247,10 @@ class LocalQueue(JobQueue):
         """Remove jobs that finished before ``before`` and stray storage; return the count."""
         removed = 0
         for job in self.store.finished_before(before):
+            # Files first: a job that is still listed may have lost its files, never the
+            # reverse (a crash in between leaves a row the next sweep removes).
+            self.storage.delete(job.key)
             if self.store.delete(job.id) is not None:
-                self.storage.delete(job.key)
                 removed += 1
         # Directories no job refers to (an upload whose submission was refused while the
         # server died): removed once they are an hour old.

@@ -301,6 +301,7 @@ class Runner:
             "model": separator.name,
             "format": spec.output_format,
             "samplerate": result.samplerate,
+            "separation_seconds": round(result.elapsed, 3),
         }
 
     def _cancelled(self, job: Job, cancel: _Cancel) -> None:

@@ -80,7 +80,8 @@ class JobResult(BaseModel):
     model: str
     format: str
     samplerate: int | None = None
-    duration: float = Field(description="seconds the job ran")
+    duration: float = Field(description="seconds the job ran (download, checks, separation)")
+    separation_seconds: float | None = Field(None, description="of which separating")
 
 
 class WebhookView(BaseModel):
@@ -211,6 +212,7 @@ def job_result(job: Job) -> JobResult | None:
         format=fmt,
         samplerate=job.result.get("samplerate"),
         duration=job.result["duration"],
+        separation_seconds=job.result.get("separation_seconds"),
     )
 
 

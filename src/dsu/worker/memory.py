@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
-import resource
 import sys
 from typing import Any
 
 
 def rss_bytes() -> int | None:
-    """Resident set size of this process now (Linux), else its peak (macOS, BSD)."""
+    """Resident set size of this process now (Linux), else its peak (macOS, BSD); None on
+    Windows."""
     try:
         with open("/proc/self/statm", encoding="ascii") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         pass
+    try:
+        import resource
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is in bytes on macOS and in KiB elsewhere.
     return peak if sys.platform == "darwin" else peak * 1024

@@ -78,15 +78,20 @@ class Request:
             message["id"] = self.id
         return message
 
-    def text(self, name: str, *, required: bool = False) -> str | None:
+    def text(self, name: str) -> str | None:
         """A string field, or None when absent (``null`` counts as absent)."""
         value = self.fields.get(name)
         if value is None:
-            if required:
-                raise BadRequest(f"'{self.cmd}' needs the field '{name}' (a string)")
             return None
         if not isinstance(value, str) or not value:
             raise BadRequest(f"field '{name}' must be a non-empty string, got {value!r}")
+        return value
+
+    def require(self, name: str) -> str:
+        """A string field the command cannot do without."""
+        value = self.text(name)
+        if value is None:
+            raise BadRequest(f"'{self.cmd}' needs the field '{name}' (a string)")
         return value
 
     def number(self, name: str) -> float | None:

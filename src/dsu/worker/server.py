@@ -189,12 +189,10 @@ class Worker:
                 self._cond.notify_all()
 
     def _cancel(self, request: Request) -> dict[str, Any]:
-        try:
-            target = request.fields.get("target")
-            if target is None or isinstance(target, bool) or not isinstance(target, str | int):
-                raise BadRequest("'cancel' needs the field 'target': the id of a request")
-        except DSUError as exc:
-            return protocol.error_reply(exc, request.id)
+        target = request.fields.get("target")
+        if target is None or isinstance(target, bool) or not isinstance(target, str | int):
+            error = BadRequest("'cancel' needs the field 'target': the id of a request")
+            return protocol.error_reply(error, request.id)
         dropped: list[Job] = []
         with self._cond:
             for job in list(self._queue):
@@ -268,13 +266,15 @@ class Worker:
         return request.reply(protocol.CANCELLED, code="cancelled", message=message)
 
     def _queue_state(self) -> dict[str, Any]:
+        """Queue length and the model work in progress (a queued quick command, such as
+        the ``status`` asking, is not reported as running)."""
         with self._cond:
-            running = self._running
+            job = self._running
+            request = job.request if job is not None else None
+            busy = request is not None and request.cmd in protocol.QUEUED_COMMANDS
             return {
                 "queue_length": len(self._queue),
-                "running": None
-                if running is None or running.request is None
-                else {"cmd": running.request.cmd, "id": running.request.id},
+                "running": {"cmd": request.cmd, "id": request.id} if busy and request else None,
             }
 
 

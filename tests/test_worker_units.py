@@ -1,0 +1,107 @@
+"""The worker's pure parts: LRU cache, path confinement, line parsing, device guess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dsu.errors import PathNotAllowed
+from dsu.worker import protocol
+from dsu.worker.cache import CachedModel, ModelCache, ModelKey
+from dsu.worker.device import guess_device
+from dsu.worker.paths import confine
+
+
+def _item(name: str, cost: int = 0) -> CachedModel:
+    return CachedModel(ModelKey(name, "cpu", "fp32"), separator=object(), cost_bytes=cost)
+
+
+def test_cache_count_limit_evicts_least_recently_used() -> None:
+    cache = ModelCache(max_models=2)
+    assert cache.put(_item("a")) == []
+    assert cache.put(_item("b")) == []
+    assert cache.lookup("a") is not None  # a is now the most recently used
+    evicted = cache.make_room()
+    assert [i.key.name for i in evicted] == ["b"]
+    cache.put(_item("c"))
+    assert [i.key.name for i in cache.items()] == ["c", "a"]
+
+
+def test_cache_budget_keeps_the_newest_even_alone_over_budget() -> None:
+    cache = ModelCache(max_models=5, budget_bytes=100)
+    cache.put(_item("a", 60))
+    assert [i.key.name for i in cache.put(_item("b", 30))] == []
+    assert [i.key.name for i in cache.put(_item("c", 50))] == ["a"]
+    assert cache.total_bytes() == 80
+    assert [i.key.name for i in cache.put(_item("huge", 500))] == ["b", "c"]
+    assert [i.key.name for i in cache.items()] == ["huge"]
+
+
+def test_cache_aliases_and_removal() -> None:
+    cache = ModelCache(max_models=3)
+    cache.put(_item("htdemucs"), aliases=("hdemucs-alias", None))
+    assert cache.lookup("hdemucs-alias") is cache.lookup("htdemucs")
+    assert [i.key.name for i in cache.remove_name("hdemucs-alias")] == ["htdemucs"]
+    assert cache.lookup("hdemucs-alias") is None and len(cache) == 0
+
+
+def test_confine(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "secret").mkdir()
+    (root / "escape").symlink_to(tmp_path / "secret", target_is_directory=True)
+    roots = (root.resolve(),)
+    assert confine(root / "sub" / "x.wav", roots, "input") == (root / "sub" / "x.wav").resolve()
+    assert confine(root, roots, "output") == root.resolve()
+    for outside in (tmp_path / "secret" / "x", root / "escape" / "x", root / ".." / "secret"):
+        with pytest.raises(PathNotAllowed, match="outside the allowed roots"):
+            confine(outside, roots, "input")
+    assert confine("/anything", (), "input") == Path("/anything").resolve()
+
+
+@pytest.mark.parametrize(
+    ("line", "request_id"),
+    [
+        (b'{"cmd": "ping", "id": 4}', 4),
+        (b'{"cmd": "ping", "id": "x"}', "x"),
+        (b'{"cmd": "ping", "id": null}', None),
+        (b'  {"cmd":"ping"}\r', None),
+    ],
+)
+def test_parse_valid_lines(line: bytes, request_id) -> None:
+    request = protocol.parse_line(line.strip())
+    assert request.cmd == "ping" and request.id == request_id
+    reply = request.reply("pong", model_loaded=None)
+    assert ("id" in reply) == (request_id is not None)
+
+
+def test_encode_is_one_ascii_json_line() -> None:
+    line = protocol.encode({"status": "done", "path": "/tmp/é\ud800", "id": 1})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert json.loads(line)["path"] == "/tmp/é\ud800"
+    fallback = json.loads(protocol.encode({"status": "x", "bad": float("nan"), "id": 2}))
+    assert (fallback["status"], fallback["code"], fallback["id"]) == ("error", "internal", 2)
+
+
+def test_error_mapping() -> None:
+    assert protocol.error_code_and_message(MemoryError())[0] == "out_of_memory"
+    oom = type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried 2 GiB")
+    assert protocol.error_code_and_message(oom)[0] == "out_of_memory"
+    assert protocol.error_code_and_message(FileNotFoundError("x"))[0] == "io_error"
+    code, message = protocol.error_code_and_message(ValueError("line one\nline two"))
+    assert (code, message) == ("internal", "ValueError: line one line two")
+
+
+def test_device_guess_agrees_with_torch() -> None:
+    assert guess_device("cuda:1") == "cuda:1"
+    import torch
+
+    if torch.cuda.is_available():
+        expected = "cuda"
+    elif torch.backends.mps.is_available():
+        expected = "mps"
+    else:
+        expected = "cpu"
+    assert guess_device("auto") == expected
