@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 # The CPU path pins torch: an unpinned torch may pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install install-test demo test lint format bench clean
+.PHONY: install install-test demo test lint format bench bench-worker bench-service clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test: lint
 
 bench: install-test
 	$(PY) bench/bench_demucs.py
+
+bench-worker: install-test
+	$(PY) bench/bench_worker.py
+
+bench-service: install-test
+	$(PY) bench/bench_service.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache separated demo-out

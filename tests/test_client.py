@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from dsu.client import WorkerClient, WorkerError, WorkerExited, WorkerTimeout
-from test_worker_support import write_noise
+from test_worker_support import LONG_SECONDS, LONG_WORK, write_noise
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("client")
     write_noise(root / "short.wav", 1.0)
-    write_noise(root / "long.wav", 60.0, seed=3)
+    write_noise(root / "long.wav", LONG_SECONDS, seed=3)
     (root / "models").mkdir()
     return root
 
@@ -66,7 +66,7 @@ def test_cancel_from_another_thread(client: WorkerClient, media: Path) -> None:
         "separate",
         input=str(media / "long.wav"),
         output=str(media / "cancelled"),
-        model="center",
+        **LONG_WORK,
         on_progress=lambda event: started.set(),
     )
     assert started.wait(60)
@@ -85,7 +85,7 @@ def test_timeout_cancels_the_request(client: WorkerClient, media: Path) -> None:
             "separate",
             input=str(media / "long.wav"),
             output=str(media / "timed-out"),
-            model="center",
+            **LONG_WORK,
             timeout=1.0,
         )
     deadline = time.monotonic() + 30
@@ -103,7 +103,7 @@ def test_restart_after_a_crash(media: Path) -> None:
             "separate",
             input=str(media / "long.wav"),
             output=str(media / "crash"),
-            model="center",
+            **LONG_WORK,
             on_progress=lambda event: started.set(),
         )
         assert started.wait(60)

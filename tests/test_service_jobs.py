@@ -29,7 +29,13 @@ from dsu.service.jobs import (
 from dsu.service.queue import DataDirBusy, _lock_data_dir
 from dsu.service.settings import Settings, SettingsError
 from dsu.service.storage import LocalStorage, input_extension
-from dsu.service.webhooks import Signer, WebhookDispatcher, backoff, new_webhook
+from dsu.service.webhooks import (
+    Signer,
+    WebhookDispatcher,
+    backoff,
+    load_or_create_secret,
+    new_webhook,
+)
 from test_service_support import SECRET, LocalHTTP
 
 
@@ -218,3 +224,11 @@ def test_one_server_per_data_dir(tmp_path: Path) -> None:
         _lock_data_dir(tmp_path)
     held.close()  # what the kernel does when the process dies, however it dies
     _lock_data_dir(tmp_path).close()
+
+
+def test_generated_webhook_secret_is_kept_private_and_reused(tmp_path: Path) -> None:
+    first = load_or_create_secret(None, tmp_path)
+    assert first.startswith("whsec_") and Settings.from_env({"DSU_WEBHOOK_SECRET": first})
+    assert (tmp_path / "webhook-secret").stat().st_mode & 0o777 == 0o600
+    assert load_or_create_secret(None, tmp_path) == first
+    assert load_or_create_secret(SECRET, tmp_path) == SECRET

@@ -19,6 +19,11 @@ from dsu.client import WorkerProcess, worker_command
 
 REPLY_TIMEOUT = 120.0
 
+LONG_SECONDS = 120.0
+LONG_WORK = {"model": "hpss", "shifts": 8}
+"""Request fields that make a separation of a ``LONG_SECONDS`` input take a long time
+(tens of seconds on 2 cores), for tests that act while it runs and then cancel it."""
+
 
 def spawn(
     args: Sequence[str] = (), command: Sequence[str] | None = None, **kwargs: Any

@@ -190,9 +190,13 @@ class DsuWorker extends EventEmitter {
   submit(cmd, fields = {}, { timeout, onProgress } = {}) {
     const id = `js-${this._nextId++}`;
     const promise = this.start().then(
-      (ready) =>
+      () =>
         new Promise((resolve, reject) => {
           const proc = this.proc;
+          if (!proc) {
+            reject(new WorkerError('worker_exited', 'the worker exited before the request was sent'));
+            return;
+          }
           const pending = { resolve, reject, onProgress, proc, timer: null };
           if (timeout) {
             pending.timer = setTimeout(() => {

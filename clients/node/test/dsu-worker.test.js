@@ -14,7 +14,9 @@ const dir = tempDir();
 const modelsDir = path.join(dir, 'models');
 fs.mkdirSync(modelsDir);
 const shortWav = writeNoiseWav(path.join(dir, 'short.wav'), 1.0);
-const longWav = writeNoiseWav(path.join(dir, 'long.wav'), 60.0);
+const longWav = writeNoiseWav(path.join(dir, 'long.wav'), 120.0);
+// hpss with 8 shifts over 120 s: tens of seconds of work, cancelled long before the end.
+const LONG_WORK = { model: 'hpss', shifts: 8 };
 
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -84,7 +86,7 @@ describe('DsuWorker', () => {
 
   it('answers ping during a separation and cancels it', async () => {
     const output = path.join(dir, 'cancelled');
-    const { id, promise } = worker.submit('separate', { input: longWav, output, model: 'center' });
+    const { id, promise } = worker.submit('separate', { input: longWav, output, ...LONG_WORK });
     const outcome = promise.then(
       () => 'done',
       (err) => err.code,
@@ -104,7 +106,7 @@ describe('DsuWorker', () => {
     await assert.rejects(
       worker.request(
         'separate',
-        { input: longWav, output: path.join(dir, 'timeout'), model: 'center' },
+        { input: longWav, output: path.join(dir, 'timeout'), ...LONG_WORK },
         { timeout: 1000 },
       ),
       { code: 'timeout' },
@@ -127,7 +129,7 @@ describe('DsuWorker lifecycle', () => {
       const pending = worker.request('separate', {
         input: longWav,
         output: path.join(dir, 'crash'),
-        model: 'center',
+        ...LONG_WORK,
       });
       const rejected = assert.rejects(pending, { code: 'worker_exited' });
       await new Promise((resolve) => setTimeout(resolve, 200));

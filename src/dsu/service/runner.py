@@ -275,12 +275,13 @@ class Runner:
         self.store.set_progress(job.id, self.owner, "loading model", 0.0)
         separator = self.models.get(spec.model)
         self.storage.remove_outputs(job.key)
-        last = [0.0]
+        last = {"at": 0.0, "stage": ""}
 
         def progress(stage: str, fraction: float) -> None:
+            # A new stage is recorded at once; fractions at most twice a second.
             now = time.monotonic()
-            if now - last[0] >= 0.5:
-                last[0] = now
+            if stage != last["stage"] or now - last["at"] >= 0.5:
+                last.update(at=now, stage=stage)
                 self.store.set_progress(job.id, self.owner, stage, float(fraction))
 
         result = separator.separate(

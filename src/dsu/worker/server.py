@@ -7,6 +7,8 @@ Threads and ordering:
   fails to parse but has a readable id) are answered at once, even during a separation.
   ``cancel`` is always answered at once (its target needs an id, so its client is
   id-aware).
+- ``cancel`` is acknowledged (``cancel_requested``, with ``found``) before its target ends
+  with ``cancelled``: a queued target at once, a running separation at its next check.
 - Everything else goes to one FIFO run by the **runner** (the main thread), one request at
   a time: ``load_model``, ``separate``, ``unload_model``, ``exit``, and every request
   *without* an id, quick ones included. So a client that sends no ids gets its replies in
@@ -175,7 +177,7 @@ class Worker:
                 self._enqueue(Job(None, reply=reply))
             return True
         if request.cmd == "cancel":
-            self._out.send(self._cancel(request))
+            self._cancel(request)
         elif request.cmd in protocol.CONTROL_COMMANDS and request.id is not None:
             self._out.send(self._answer(request, Job(request)))
         else:
@@ -188,17 +190,19 @@ class Worker:
                 self._queue.append(job)
                 self._cond.notify_all()
 
-    def _cancel(self, request: Request) -> dict[str, Any]:
+    def _cancel(self, request: Request) -> None:
+        """Answer ``cancel``: its acknowledgement first, then the target's ``cancelled``."""
         target = request.fields.get("target")
         if target is None or isinstance(target, bool) or not isinstance(target, str | int):
             error = BadRequest("'cancel' needs the field 'target': the id of a request")
-            return protocol.error_reply(error, request.id)
-        dropped: list[Job] = []
+            self._out.send(protocol.error_reply(error, request.id))
+            return
         with self._cond:
-            for job in list(self._queue):
-                if job.request is not None and job.request.id == target:
-                    self._queue.remove(job)
-                    dropped.append(job)
+            dropped = [
+                job for job in self._queue if job.request is not None and job.request.id == target
+            ]
+            for job in dropped:
+                self._queue.remove(job)
             running = self._running
             signalled = (
                 running is not None
@@ -206,14 +210,15 @@ class Worker:
                 and running.request.id == target
                 and running.request.cmd == "separate"
             )
+            # Sent before the running request learns of the cancel, so that its
+            # `cancelled` reply cannot overtake the acknowledgement.
+            found = bool(dropped) or signalled
+            self._out.send(request.reply(protocol.CANCEL_REQUESTED, target=target, found=found))
             if signalled and running is not None:
                 running.cancel.set()
         for job in dropped:
             assert job.request is not None
             self._out.send(self._cancelled(job.request, "cancelled before it started"))
-        return request.reply(
-            protocol.CANCEL_REQUESTED, target=target, found=bool(dropped) or signalled
-        )
 
     # runner (main thread)
 
