@@ -345,6 +345,7 @@ def test_sigterm_cancels_and_exits(media: Path, tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGTERM)
         reply, _ = read_reply(process, timeout=60)
         assert (reply["status"], reply["id"]) == ("cancelled", "t")
+        assert process.read(timeout=30) == {"status": "shutdown", "reason": "signal_or_parent_died"}
         assert process.wait(30) == 0
         assert _leftovers(tmp_path / "term") == []
     finally:

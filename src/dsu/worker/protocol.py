@@ -35,10 +35,12 @@ STATUS = "status"
 CANCELLED = "cancelled"
 CANCEL_REQUESTED = "cancel_requested"
 EXITING = "exiting"
+SHUTDOWN = "shutdown"
 ERROR = "error"
 
 EVENT_STATUSES = frozenset({PROGRESS})
-"""Statuses that are not the final reply of a request (``ready`` is the start line)."""
+"""Statuses that are not the final reply of a request (``ready`` is the first line and
+``shutdown`` the last one a signal leaves)."""
 
 CONTROL_COMMANDS = frozenset({"ping", "status", "get_status", "list_models", "cancel"})
 """Commands the reader thread can answer without waiting for the model runner."""

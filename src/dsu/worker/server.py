@@ -21,7 +21,8 @@ Shutdown: ``exit`` answers ``exiting`` after the requests queued before it, then
 worker returns 0. At stdin EOF the reader stops; requests already queued still run (a
 script may pipe its requests and close stdin) and the worker then returns 0. If stdout
 is gone (the parent died), or on SIGTERM/SIGINT, the running request is cancelled, queued
-ones are dropped, and the worker returns 0 at once.
+ones are dropped, and the worker prints the seed's ``{"status": "shutdown"}`` line (if
+stdout is still there) and returns 0 at once.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ class Worker:
         threading.Thread(target=self.commands.warm_up, name="dsu-warm", daemon=True).start()
         threading.Thread(target=self._read_loop, name="dsu-reader", daemon=True).start()
         self._run_loop()
+        if self._stopping:
+            # The seed's last words when a signal (not `exit`) ends a worker.
+            self._out.send({"status": protocol.SHUTDOWN, "reason": "signal_or_parent_died"})
         return 0
 
     def stop(self) -> None:
