@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dsu import archs
 from dsu.eval import reference_for, score_track
 from dsu.metrics import museval_scores, sdr
 
@@ -158,8 +157,6 @@ def test_dsu_eval_center_end_to_end_then_rescore_saved_estimates(
 
 @pytest.mark.shared
 def test_dsu_eval_compares_center_and_the_real_tdc_model(shared_dir: Path, tmp_path: Path) -> None:
-    if "tdc_unet" not in archs.FAMILIES:
-        pytest.skip("the tdc_unet architecture is not part of this build")
     report = tmp_path / "compare.json"
     run = dsu(
         "eval", "-m", "tdc-vocals", "-m", "center",
