@@ -16,7 +16,7 @@ round (never at the same time). Prints medians and the overhead two ways: agains
 direct call (A), and against the service's own separation time for the same job (B),
 which other load on the machine cannot skew.
 
-Usage: ``python bench/bench_service.py [--seconds 30] [--rounds 3] [--models center,htdemucs]``
+Usage: ``python bench/bench_service.py [--seconds 30] [--rounds 5] [--models center,htdemucs]``
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ class Service:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--models", default=f"center,{HTDEMUCS}")
     args = parser.parse_args()
     models = [HTDEMUCS if m == "htdemucs" else m for m in args.models.split(",")]

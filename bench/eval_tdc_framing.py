@@ -86,7 +86,7 @@ def main() -> None:
         ),
     }
     header = (
-        f"{'track':<28} {'framing':<16} {'vocals SDR':>10} {'acc SDR':>9} "
+        f"{'track':<32} {'framing':<16} {'vocals SDR':>10} {'acc SDR':>9} "
         f"{'museval voc':>11} {'time s':>7}"
     )
     print(header)
@@ -95,7 +95,7 @@ def main() -> None:
         for framing, model in models.items():
             s = score(model, track)
             print(
-                f"{name:<28} {framing:<16} {s['vocals']:>10.3f} {s['accompaniment']:>9.3f} "
+                f"{name:<32} {framing:<16} {s['vocals']:>10.3f} {s['accompaniment']:>9.3f} "
                 f"{s['museval']:>11.3f} {s['seconds']:>7.1f}"
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 STEMS = ("drums", "bass", "other", "vocals")
 
 
-def dsu(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def dsu(
+    *args: str | Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "dsu", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -183,6 +187,32 @@ def test_dsu_eval_compares_center_and_the_real_tdc_model(shared_dir: Path, tmp_p
             if line.startswith(key) and "tdc-vocals" in line
         )
         assert f"{result['stems']['vocals']['sdr']:.2f}" in line
+
+
+@pytest.mark.shared
+def test_pulled_tdc_vocals_evaluates_by_name_on_the_stem_files(
+    shared_dir: Path, tmp_path: Path
+) -> None:
+    """The README's path: pull from a local mirror into the models dir, then eval by name."""
+    env = {"DSU_MODELS_DIR": str(tmp_path / "models")}
+    mirror = shared_dir / "models" / "tdc-vocals-ismir2020"
+    pulled = dsu("models", "pull", "tdc-vocals", "--mirror", mirror, env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert dsu("models", "verify", env=env).returncode == 0
+    report = tmp_path / "scores.json"
+    run = dsu(
+        "eval", "--model", "tdc-vocals", "--dataset", shared_dir / "audio" / "stems",
+        "--json", report, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    tracks = json.loads(report.read_text())["models"]["tdc-vocals"]["tracks"]
+    assert sorted(tracks) == ["Music Delta - 80s Rock", "The Easton Ellises - Falcon 69"]
+    for track, result in tracks.items():
+        vocals = result["stems"]["vocals"]["sdr"]
+        # a real trained model: positive vocals SDR on real music, printed per track
+        assert vocals > 1, (track, vocals)
+        line = next(line for line in run.stderr.splitlines() if line.startswith(track))
+        assert f"{vocals:.2f}" in line
 
 
 @pytest.mark.shared

@@ -20,6 +20,7 @@ import torch
 from dsu import archs, audio
 from dsu.archs.base import Bag, SeparationModel
 from dsu.engine import EngineOptions, StatsAccumulator, TrackStats, resolve_device, separate_stream
+from dsu.engine.allocator import keep_freed_memory, release_free_memory
 from dsu.errors import BadAudio, BadRequest, Cancelled
 from dsu.registry import Registry
 
@@ -164,8 +165,13 @@ class Separator:
         return self.model.samplerate
 
     def load(self) -> None:
-        """Load the weights onto the device now rather than on first separation."""
+        """Load the weights onto the device now rather than on first separation.
+
+        Also sets the process's C heap to reuse freed memory while separating
+        (:mod:`dsu.engine.allocator`); separating and unloading hand it back after.
+        """
         if self._model is None:
+            keep_freed_memory()
             self._model = archs.load(self.entry, **self.model_options).to(self.device)
 
     def unload(self) -> None:
@@ -173,6 +179,7 @@ class Separator:
         self._model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        release_free_memory()
 
     def _stem_plan(
         self, stems: list[str] | None, two_stems: str | None
@@ -278,6 +285,8 @@ class Separator:
             for writer in writers.values():
                 writer.abort()
             raise
+        finally:
+            release_free_memory()
         elapsed = time.perf_counter() - started
         if writers:
             return SeparationResult(None, files, out_rate, elapsed)

@@ -136,6 +136,10 @@ class Runner:
     # -- control from the API --------------------------------------------------------------
 
     def start(self, warm_model: str | None) -> None:
+        from dsu.engine.allocator import keep_freed_memory
+
+        # Before the thread starts, so that its separations share the tuned heap.
+        keep_freed_memory()
         self._warm_model = warm_model
         self._thread.start()
 
