@@ -131,6 +131,24 @@ def test_bad_input_is_a_typed_error_naming_the_file_and_leaves_nothing(name: str
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_clipping_is_counted_per_stem_and_float_wav_keeps_it(tmp_path: Path):
+    source = tmp_path / "hot.wav"
+    loud = noise(0.5)
+    loud[:, :1000] *= 20  # a float input far beyond full scale
+    sf.write(source, loud.T, 44100, subtype="FLOAT")
+    separator = Separator("center")
+    clipped = separator.separate(source, output_dir=tmp_path / "int").clipped
+    assert clipped and set(clipped) <= {"vocals", "instrumental"}
+    assert all(0 < n <= 2000 for n in clipped.values())
+    floats = separator.separate(source, output_dir=tmp_path / "float", bit_depth=32)
+    assert floats.clipped == {}
+    kept, _ = sf.read(floats.files["instrumental"], dtype="float32")
+    assert np.abs(kept).max() > 1
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, noise(0.5).T, 44100)
+    assert separator.separate(quiet, output_dir=tmp_path / "q").clipped == {}
+
+
 def test_downmix_accepts_eight_channels(tmp_path: Path):
     source = tmp_path / "surround.wav"
     _eight_channels(source)

@@ -103,7 +103,10 @@ def test_float_wav_round_trip_is_exact_and_unclipped(tmp_path):
 
 def test_integer_formats_clip_instead_of_wrapping(tmp_path):
     x = np.array([[1.5, -1.5, 0.25]], np.float32)
-    y, _ = read(audio.write(tmp_path / "clip.wav", x, SR))
+    with audio.AudioWriter(tmp_path / "clip.wav", SR, 1) as writer:
+        writer.write(x)
+    assert writer.clipped == 2
+    y, _ = read(writer.path)
     np.testing.assert_allclose(y[0], [32767 / 32768, -1.0, 0.25])
 
 

@@ -76,3 +76,15 @@ def test_unknown_model_and_bad_option_are_clean_errors(tmp_path: Path):
     assert "Traceback" not in done.stderr
     done = dsu("separate", source, "-m", "center", "--overlap", "1.5")
     assert done.returncode == 2 and "overlap" in done.stderr
+
+
+def test_clipped_stems_are_reported_with_the_remedy(tmp_path: Path):
+    source = tmp_path / "hot.wav"
+    rng = np.random.default_rng(0)
+    sf.write(source, 4.0 * rng.standard_normal((22050, 2)), 44100, subtype="FLOAT")
+    run = dsu("separate", source, "-m", "center", "-o", tmp_path / "out", "-q")
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings and all("clipped" in w and "--bit-depth 32" in w for w in warnings)
+    run = dsu("separate", source, "-m", "center", "-o", tmp_path / "f", "-q", "--bit-depth", "32")
+    assert run.returncode == 0 and "warning:" not in run.stderr

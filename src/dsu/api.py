@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +39,16 @@ class SeparationResult:
         files: stem name -> written path (file output).
         samplerate: rate of the outputs, the input's unless told otherwise.
         elapsed: wall seconds.
+        clipped: stem name -> samples beyond full scale that the file's format clipped
+            (file output; stems with none are absent). Float WAV (``bit_depth=32``)
+            keeps them.
     """
 
     stems: dict[str, np.ndarray] | None
     files: dict[str, Path] | None
     samplerate: int
     elapsed: float
+    clipped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -289,7 +293,8 @@ class Separator:
             release_free_memory()
         elapsed = time.perf_counter() - started
         if writers:
-            return SeparationResult(None, files, out_rate, elapsed)
+            clipped = {name: w.clipped for name, w in writers.items() if w.clipped}
+            return SeparationResult(None, files, out_rate, elapsed, clipped)
         return SeparationResult(
             {k: v for k, v in results.items() if v is not None}, None, out_rate, elapsed
         )

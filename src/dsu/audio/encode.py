@@ -56,6 +56,7 @@ class AudioWriter:
         )
         self.samplerate, self.channels = samplerate, channels
         self.frames_written = 0
+        self.clipped = 0  # samples beyond full scale that an integer or lossy format clipped
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -79,7 +80,7 @@ class AudioWriter:
 
     def write(self, block: np.ndarray) -> None:
         """Append ``[C, n]`` samples (``[n]`` for mono); values beyond [-1, 1] are clipped
-        for every format but float wav."""
+        (and counted in :attr:`clipped`) for every format but float wav."""
         if self._file is None:
             raise RuntimeError(f"{self.path}: writer already committed or aborted")
         if block.ndim == 1 and self.channels == 1:
@@ -95,6 +96,7 @@ class AudioWriter:
         assert self._file is not None
         data = block.T
         if not self.settings.is_float:
+            self.clipped += int(np.count_nonzero(np.abs(data) > 1.0))
             data = np.clip(data, -1.0, 1.0)
         pcm = _PCM.get(self.settings.subtype)
         if pcm is not None:

@@ -106,6 +106,12 @@ def run(args: argparse.Namespace) -> int:
                     progress=bar,
                 )
                 written = list(result.files.values())
+                for stem, count in result.clipped.items():
+                    print(
+                        f"warning: {result.files[stem]}: {count} samples beyond full scale were "
+                        "clipped; --bit-depth 32 writes float WAV, which keeps them",
+                        file=sys.stderr,
+                    )
         except DSUError as exc:
             failures += 1
             if bar:

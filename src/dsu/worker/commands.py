@@ -255,6 +255,7 @@ class Commands:
             output_dir=str(out_dir),
             files=[path.name for path in files.values()],
             stems={stem: str(path) for stem, path in files.items()},
+            clipped=result.clipped,
         )
 
     # the model cache
