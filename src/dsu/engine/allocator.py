@@ -46,14 +46,18 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(*, share_main_heap: bool = False) -> bool:
     """Make the C heap reuse freed blocks instead of returning them to the kernel.
 
-    Threads started after this call share the main heap, which the policy covers; a
-    thread's own heap (glibc makes one per thread otherwise) would still shrink and
-    grow around every chunk. Entry points that separate in threads (the worker, the
-    service) call this before starting them. Idempotent and thread-safe. Returns
-    whether the policy is in force (glibc only).
+    Args:
+        share_main_heap: also make threads started after this call allocate from the
+            main heap. glibc otherwise gives each thread a heap of its own, which still
+            shrinks and grows around the chunks a thread separates (about a sixth of the
+            page faults are left). The service, which separates in a thread it starts,
+            asks for it; it is not the default because every thread of the process then
+            shares one heap lock.
+
+    Idempotent and thread-safe. Returns whether the policy is in force (glibc only).
     """
     global _tuned
     libc = _libc()
@@ -61,14 +65,11 @@ def keep_freed_memory() -> bool:
         return False
     with _lock:
         if not _tuned:
-            _tuned = all(
-                libc.mallopt(param, value)
-                for param, value in (
-                    (_M_MMAP_MAX, 0),
-                    (_M_TRIM_THRESHOLD, _TRIM_ABOVE),
-                    (_M_ARENA_MAX, 1),
-                )
+            _tuned = bool(
+                libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_ABOVE)
             )
+        if _tuned and share_main_heap:
+            libc.mallopt(_M_ARENA_MAX, 1)
         return _tuned
 
 

@@ -138,8 +138,8 @@ class Runner:
     def start(self, warm_model: str | None) -> None:
         from dsu.engine.allocator import keep_freed_memory
 
-        # Before the thread starts, so that its separations share the tuned heap.
-        keep_freed_memory()
+        # Before the thread starts, so that its separations share the tuned main heap.
+        keep_freed_memory(share_main_heap=True)
         self._warm_model = warm_model
         self._thread.start()
 
