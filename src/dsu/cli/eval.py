@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dsu import __version__
+from dsu.cli.engine_args import add_engine_arguments, separator_from_args
 from dsu.errors import AudioIOError, BadRequest
 
 
@@ -67,13 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="also write each model's stems to DIR/<model>/<track>/<stem>.wav",
     )
-    p.add_argument("--models-dir", type=Path, help="models directory (default: DSU_MODELS_DIR)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--overlap", type=float, help="chunk overlap in [0, 1) (default: the model's)")
-    p.add_argument("--shifts", type=int, default=0, help="random shifts averaged")
-    p.add_argument("--batch-size", type=int, default=1, help="chunks per forward pass")
-    p.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
+    add_engine_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="only the final table")
     p.set_defaults(func=run)
 
@@ -146,24 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _separators(args: argparse.Namespace) -> list[Any]:
-    from dsu.api import Separator
-
-    names = args.models or [None]
-    separators = []
-    for name in dict.fromkeys(names):
-        separator = Separator(
-            name,
-            models_dir=args.models_dir,
-            device=args.device,
-            precision=args.precision,
-            overlap=args.overlap,
-            shifts=args.shifts,
-            batch_size=args.batch_size,
-            segment=args.segment,
-        )
-        separator.load()
-        separators.append(separator)
-    return separators
+    return [separator_from_args(args, name) for name in dict.fromkeys(args.models or [None])]
 
 
 def _summary(result: Any) -> str:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dsu.cli.engine_args import add_engine_arguments, separator_from_args
 from dsu.errors import DSUError
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio files")
     p.add_argument("-m", "--model", help="model name or alias (default: the registry's default)")
     p.add_argument("-o", "--out", type=Path, default=Path("separated"), help="output directory")
-    p.add_argument("--models-dir", type=Path, help="models directory (default: DSU_MODELS_DIR)")
     stems = p.add_mutually_exclusive_group()
     stems.add_argument("--stems", help="comma-separated stems to write, e.g. vocals,drums")
     stems.add_argument(
@@ -34,12 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="wav", help="output format")
     p.add_argument("--bit-depth", type=int, choices=(16, 24, 32), help="wav/flac bit depth")
     p.add_argument("--bitrate", type=int, help="mp3 bitrate in kbps (default 320)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--overlap", type=float, help="chunk overlap in [0, 1) (default: the model's)")
-    p.add_argument("--shifts", type=int, default=0, help="random shifts averaged (Demucs' trick)")
-    p.add_argument("--batch-size", type=int, default=1, help="chunks per forward pass")
-    p.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
+    add_engine_arguments(p)
     p.add_argument("--downmix", action="store_true", help="mix >2-channel input down to stereo")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -70,21 +65,9 @@ def _separate_stem_mp4(
 
 
 def run(args: argparse.Namespace) -> int:
-    from dsu.api import Separator
     from dsu.cli.progress import ProgressBar
 
-    separator = Separator(
-        args.model,
-        models_dir=args.models_dir,
-        device=args.device,
-        precision=args.precision,
-        overlap=args.overlap,
-        shifts=args.shifts,
-        batch_size=args.batch_size,
-        segment=args.segment,
-        downmix=args.downmix,
-    )
-    separator.load()
+    separator = separator_from_args(args, args.model, downmix=args.downmix)
     print(f"model {separator.name} on {separator.device}", file=sys.stderr)
     stems = [s.strip() for s in args.stems.split(",") if s.strip()] if args.stems else None
     failures = 0
