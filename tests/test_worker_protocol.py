@@ -140,6 +140,7 @@ def test_separate(worker: WorkerProcess, files: Path, request_id) -> None:
     assert sorted(reply["files"]) == ["instrumental.wav", "vocals.wav"]
     assert reply["output_dir"] == str(output.resolve())
     assert reply["total_elapsed"] >= reply["elapsed"] > 0
+    assert reply["clipped"] == {}  # quiet noise: nothing beyond full scale
     for stem in ("vocals", "instrumental"):
         path = Path(reply["stems"][stem])
         assert path == output.resolve() / f"{stem}.wav"
