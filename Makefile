@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 # The CPU path pins torch: an unpinned torch may pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# Reference implementations the parity tests and benches compare against, installed
+# --no-deps (their own pins would replace torch); what their modules import is in [test].
+REFERENCES := audio-separator==0.47.1 pymss-core==0.1.14 msst==0.1.0
 
 .PHONY: install install-test demo test lint format bench bench-worker bench-service clean
 
@@ -12,11 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[quantized]"
+	$(PIP) install -q -e ".[quantized,service]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps $(REFERENCES)
 	touch $@
 
 install: $(VENV)/.installed

@@ -135,7 +135,7 @@ def test_mp3_is_cbr_at_the_requested_bitrate(tmp_path):
 
 
 def test_mp3_bitrate_selection_raises_on_impossible_requests(tmp_path):
-    with pytest.raises(BadRequest, match="bitrates"):
+    with pytest.raises(BadRequest, match="bitrate"):
         AudioWriter(tmp_path / "x.mp3", SR, 2, bitrate=100)
     with pytest.raises(BadRequest, match="96000 Hz"):
         AudioWriter(tmp_path / "x.mp3", 96000, 2)

@@ -316,7 +316,7 @@ def test_scan_msst_layout(tmp_path: Path) -> None:
         "arch": "bs_roformer",
         "weights": "bs.ckpt",
         "config": "bs.yaml",
-        "stems": ["vocals"],
+        "stems": ["vocals", "other"],  # the target and the residual, as the model gives
     }
     assert (models["mel"]["arch"], models["mel"]["stems"]) == (
         "mel_band_roformer",

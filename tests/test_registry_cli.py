@@ -143,9 +143,9 @@ def test_pull_with_extra_catalog(tmp_path: Path) -> None:
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         assert f"tiny: installed in {models} (2 weight files)" in result.stdout
-        assert [(p.name, p.read_bytes()) for p in sorted((models / "weights").iterdir())] == sorted(
-            files.items()
-        )
+        # Dotfiles are dsu's own bookkeeping (the remembered digests), not model files.
+        installed = sorted((models / "weights").glob("[!.]*"))
+        assert [(p.name, p.read_bytes()) for p in installed] == sorted(files.items())
         listing = json.loads(dsu("models", "list", "--json", env_dir=models).stdout)
         assert {m["name"]: m["status"] for m in listing["models"]}["tiny"] == "installed"
 

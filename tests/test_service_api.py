@@ -106,9 +106,11 @@ def test_seed_curl_sync_example(server: Server, tmp_path: Path) -> None:
         )
         return json.loads(out.stdout)
 
-    # Verbatim, model mdx_q: this server has not pulled it, and says how to get it.
+    # Verbatim, model mdx_q: this server has not pulled it, and says where to look (an
+    # HTTP client can run no `dsu` command and has no business with the server's paths).
     error = post("mdx_q")["error"]
-    assert error["code"] == "model_not_found" and "dsu models pull mdx_q" in error["message"]
+    assert error["code"] == "model_not_found" and "GET /models" in error["message"]
+    assert "dsu " not in error["message"] and str(server.data_dir) not in error["message"]
     # With the model this server has, the seed's response fields come back.
     body = post("center")
     for key in (
@@ -248,12 +250,13 @@ def test_garbage_audio_fails_clearly_and_the_webhook_says_so(
     job = server.wait_job("garbage-1", ("failed",))
     assert job["error"]["code"] == "bad_audio" and job["error"]["message"] == event["error"]
     assert "Traceback" not in json.dumps(job)
-    # The same input uploaded synchronously: a 422 with the same kind of message.
+    # The same input uploaded synchronously: well-formed but undecodable, a 400 with the
+    # same kind of message.
     r = httpx.post(
         f"{server.url}/separate-sync",
         json={"audio_base64": base64.b64encode(b"garbage" * 500).decode()},
     )
-    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_audio"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_audio"
     assert r.json()["error"]["message"].startswith("audio: not a decodable audio file")
 
 
@@ -445,6 +448,20 @@ def test_api_keys(locked: Server) -> None:
     assert httpx.get(f"{locked.url}/models", headers=good).status_code == 200
     r = httpx.post(f"{locked.url}/separate-sync", json={"audio_base64": "AAAA"})
     assert r.status_code == 401
+
+
+def test_the_api_description_stays_open_and_says_what_needs_a_key(locked: Server) -> None:
+    """Documented choice: /openapi.json and /docs need no key (the browser page cannot
+    send one when it loads the schema); the schema marks every operation that does."""
+    schema = httpx.get(f"{locked.url}/openapi.json")
+    assert schema.status_code == 200
+    assert httpx.get(f"{locked.url}/docs").status_code == 200
+    doc = schema.json()
+    assert "/docs` stay open" in doc["info"]["description"]
+    paths = doc["paths"]
+    for path, method in (("/separate-sync", "post"), ("/jobs/{job_id}", "get"), ("/models", "get")):
+        assert paths[path][method]["security"] == [{"HTTPBearer": []}], path
+    assert "security" not in paths["/health"]["get"]
 
 
 def test_retention_removes_finished_jobs(locked: Server, web: LocalHTTP) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 
-from dsu.service.app import decode_base64_audio
+from dsu.service.datadir import DataDirBusy, claim_data_dir
 from dsu.service.fetch import AddressPolicy, Fetcher
 from dsu.service.jobs import (
     COMPLETED,
@@ -22,13 +23,13 @@ from dsu.service.jobs import (
     JobConflict,
     JobSpec,
     QueueFull,
-    SqliteJobStore,
     WebhookState,
     new_key,
 )
-from dsu.service.queue import DataDirBusy, _lock_data_dir
 from dsu.service.settings import Settings, SettingsError
+from dsu.service.sqlite_store import SqliteJobStore
 from dsu.service.storage import LocalStorage, input_extension
+from dsu.service.uploads import decode_base64_audio
 from dsu.service.webhooks import (
     Signer,
     WebhookDispatcher,
@@ -219,11 +220,11 @@ def test_dispatcher_gives_up_after_max_attempts(store: SqliteJobStore) -> None:
 
 
 def test_one_server_per_data_dir(tmp_path: Path) -> None:
-    held = _lock_data_dir(tmp_path)
-    with pytest.raises(DataDirBusy, match="another dsu serve"):
-        _lock_data_dir(tmp_path)
-    held.close()  # what the kernel does when the process dies, however it dies
-    _lock_data_dir(tmp_path).close()
+    held = claim_data_dir(tmp_path)
+    with pytest.raises(DataDirBusy, match=f"another dsu serve \\(pid {os.getpid()}\\)"):
+        claim_data_dir(tmp_path)
+    held.release()  # what the kernel does when the process dies, however it dies
+    claim_data_dir(tmp_path).release()
 
 
 def test_generated_webhook_secret_is_kept_private_and_reused(tmp_path: Path) -> None:

@@ -67,7 +67,12 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
 
-    def start(self, timeout: float = 90.0) -> Server:
+    def start(
+        self,
+        timeout: float = 90.0,
+        ready: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
+    ) -> Server:
+        """Start it and wait until ``/health`` answers as ``ready`` says (default: 200)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log, "ab")  # noqa: SIM115 - the child writes it until it exits
         self.proc = subprocess.Popen(
@@ -96,7 +101,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()[-4000:]}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if ready(httpx.get(f"{self.url}/health", timeout=2)):
                     return self
             except httpx.HTTPError:
                 pass

@@ -1,4 +1,5 @@
-"""The worker's pure parts: LRU cache, path confinement, line parsing, device guess."""
+"""The worker's pure parts: LRU cache, path confinement, line parsing, device guess,
+progress throttle."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dsu.errors import PathNotAllowed
+from dsu.cache import CachedModel, ModelCache, ModelKey
+from dsu.errors import BadRequest, PathNotAllowed
+from dsu.progress import ProgressThrottle
 from dsu.worker import protocol
-from dsu.worker.cache import CachedModel, ModelCache, ModelKey
-from dsu.worker.device import guess_device
+from dsu.worker.device import check_device_name, guess_device
 from dsu.worker.paths import confine
 
 
@@ -105,3 +107,39 @@ def test_device_guess_agrees_with_torch() -> None:
     else:
         expected = "cpu"
     assert guess_device("auto") == expected
+
+
+def test_progress_throttle_passes_each_stage_then_one_per_interval() -> None:
+    now = [0.0]
+    seen: list[tuple[str, float]] = []
+    throttle = ProgressThrottle(lambda s, f: seen.append((s, f)), 0.5, clock=lambda: now[0])
+    for t, stage, fraction in [
+        (0.0, "reading", 0.1),
+        (0.2, "reading", 0.2),  # too soon
+        (0.3, "separating", -0.5),  # a new stage passes at once, clamped
+        (0.6, "separating", 0.4),  # too soon for this stage
+        (0.9, "separating", 1.7),
+    ]:
+        now[0] = t
+        throttle(stage, fraction)
+    assert seen == [("reading", 0.1), ("separating", 0.0), ("separating", 1.0)]
+
+
+def test_device_names() -> None:
+    for name in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert check_device_name(name) == name
+    for name in ("tpu", "cuda:", "CPU", "cuda:x", ""):
+        with pytest.raises(BadRequest, match="not a device"):
+            check_device_name(name)
+
+
+def test_service_warm_models_is_the_shared_cache_of_one() -> None:
+    from dsu.service.runner import WarmModels
+
+    models = WarmModels(None, "cpu")
+    assert isinstance(models.cache, ModelCache) and models.current is None
+    center = models.get("center")
+    assert models.get("center") is center, "a warm model is not reloaded"
+    hpss = models.get("hpss")
+    assert models.current is hpss and [i.key.name for i in models.cache.items()] == ["hpss"]
+    assert center._model is None, "the evicted model was unloaded"

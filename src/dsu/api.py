@@ -19,12 +19,16 @@ import torch
 
 from dsu import archs, audio
 from dsu.archs.base import Bag, SeparationModel
+from dsu.audio.encode import make_dirs, remove_empty_dirs
 from dsu.engine import EngineOptions, StatsAccumulator, TrackStats, resolve_device, separate_stream
 from dsu.engine.allocator import keep_freed_memory, release_free_memory
+from dsu.engine.options import check_against
 from dsu.errors import BadAudio, BadRequest, Cancelled
+from dsu.progress import ProgressCallback
 from dsu.registry import Registry
+from dsu.registry.entry import ModelEntry
+from dsu.registry.verify import ensure_checksums
 
-ProgressCallback = Callable[[str, float], None]
 CancelLike = Callable[[], bool] | threading.Event
 
 _BLOCK = 1 << 17
@@ -106,35 +110,47 @@ class Separator:
     """A model kept loaded, ready to separate many inputs.
 
     Args:
-        model: registry name or alias; None takes the models directory's default, or the
-            weight-free ``center`` when there is none.
+        model: registry name or alias, or an entry already resolved from ``models_dir``
+            (so a caller that looked the name up does not resolve it twice); None takes
+            the models directory's default, or the weight-free ``center`` when there is none.
         models_dir: the models directory (DESIGN §2); None uses ``DSU_MODELS_DIR`` or
             ``~/.cache/dsu/models``.
         device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         precision: ``fp32``; ``fp16``/``bf16`` autocast on GPUs.
-        overlap, shifts, batch_size, segment, seed: see :class:`dsu.engine.EngineOptions`.
+        overlap, shifts, batch_size, segment, seed: see :class:`dsu.engine.EngineOptions`;
+            the defaults of every call, which ``separate(options=)`` may replace.
         downmix: mix inputs of more than two channels down to stereo instead of refusing.
         model_options: family settings overriding the registry entry's ``options``, e.g.
             ``{"framing": "overlap_add"}`` for ``tdc_unet``.
+        allow_checksum_mismatch: load weights whose sha256 differs from the registry's
+            (a file changed on purpose); by default such a model is refused.
     """
 
     def __init__(
         self,
-        model: str | None = None,
+        model: str | ModelEntry | None = None,
         *,
         models_dir: str | Path | None = None,
         device: str = "auto",
         precision: str = "fp32",
         overlap: float | None = None,
         shifts: int = 0,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         segment: float | None = None,
         seed: int = 0,
         downmix: bool = False,
         model_options: dict[str, object] | None = None,
+        allow_checksum_mismatch: bool = False,
     ) -> None:
         self.registry = Registry.open(Path(models_dir) if models_dir is not None else None)
-        self.entry = self.registry.resolve(model or self.registry.default or "center")
+        if isinstance(model, ModelEntry):
+            ensure_checksums(model, allow_mismatch=allow_checksum_mismatch)
+            self.entry = model
+        else:
+            self.entry = self.registry.resolve(
+                model or self.registry.default or "center",
+                allow_checksum_mismatch=allow_checksum_mismatch,
+            )
         self.options = EngineOptions(
             overlap=overlap,
             shifts=shifts,
@@ -185,10 +201,14 @@ class Separator:
             torch.cuda.empty_cache()
         release_free_memory()
 
-    def _stem_plan(
+    def check_stems(
         self, stems: list[str] | None, two_stems: str | None
     ) -> tuple[list[str], str | None]:
-        """Stems to ask the engine for, and the one whose complement is also written."""
+        """Stems to ask the engine for, and the one whose complement is also written.
+
+        Raises:
+            BadRequest: both are given, or a stem the model does not have.
+        """
         available = list(self.model.stems)
         if two_stems is not None:
             if stems:
@@ -217,6 +237,7 @@ class Separator:
         output_samplerate: int | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelLike | None = None,
+        options: EngineOptions | None = None,
     ) -> SeparationResult:
         """Separate a file or an array.
 
@@ -231,14 +252,16 @@ class Separator:
             output_samplerate: rate of the outputs; default the input's.
             progress: ``(stage, fraction)``; stages ``reading`` then ``separating``.
             cancel: a callable or Event; when set the call raises :class:`Cancelled`.
+            options: engine options for this call only (default: the separator's).
         """
         started = time.perf_counter()
+        check_against(options or self.options, self.model)
         source = (
             _file_input(Path(audio_input))
             if isinstance(audio_input, str | Path)
             else _array_input(audio_input, samplerate)
         )
-        wanted, complement_of = self._stem_plan(stems, two_stems)
+        wanted, complement_of = self.check_stems(stems, two_stems)
         model = self.model
         should_cancel = _cancel_check(cancel)
         out_rate = output_samplerate or source.samplerate
@@ -252,18 +275,21 @@ class Separator:
             for name in names
         }
         writers: dict[str, audio.AudioWriter] = {}
-        if output_dir is not None:
-            directory = Path(output_dir)
-            ext = audio.extension_for(format)
-            writers = {
-                name: audio.AudioWriter(
-                    directory / f"{name}.{ext}", out_rate, out_channels, format, bit_depth, bitrate
-                )
-                for name in names
-            }
-            for name, writer in writers.items():
-                sinks[name].writer = writer
+        created: list[Path] = []
         try:
+            if output_dir is not None:
+                # Directories this call creates are removed again if nothing is written.
+                created = make_dirs(output_dir)
+                ext = audio.extension_for(format)
+                for name in names:
+                    writers[name] = sinks[name].writer = audio.AudioWriter(
+                        Path(output_dir) / f"{name}.{ext}",
+                        out_rate,
+                        out_channels,
+                        format,
+                        bit_depth,
+                        bitrate,
+                    )
 
             def sink(block: torch.Tensor, mix: torch.Tensor) -> None:
                 for row, name in enumerate(wanted):
@@ -277,7 +303,7 @@ class Separator:
                 length,
                 sink,
                 stems=wanted,
-                options=self.options,
+                options=options or self.options,
                 stats=stats,
                 device=self.device,
                 progress=(lambda f: progress("separating", f)) if progress else None,
@@ -288,6 +314,7 @@ class Separator:
         except BaseException:
             for writer in writers.values():
                 writer.abort()
+            remove_empty_dirs(created)
             raise
         finally:
             release_free_memory()

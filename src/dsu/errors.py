@@ -43,6 +43,12 @@ class RegistryError(DSUError):
     code = "bad_request"
 
 
+class CorruptCheckpoint(RegistryError):
+    """A weight file is missing, empty, truncated or not a checkpoint at all."""
+
+    code = "io_error"
+
+
 class ChecksumMismatch(RegistryError):
     """A weight file's sha256 does not match the registry or catalog."""
 

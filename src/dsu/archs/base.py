@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+FRAMINGS = ("demucs", "msst")
+"""How the engine cuts a track into chunks and stitches them (``SeparationModel.framing``)."""
+
 
 class SeparationModel(ABC):
     """One network that maps a mixture chunk to stem chunks.
@@ -24,10 +27,23 @@ class SeparationModel(ABC):
         segment: preferred chunk length in samples at ``samplerate``.
         overlap: preferred fraction of overlap between consecutive chunks, in [0, 1).
         normalize: if True the engine standardises the whole track (mean and std of its
-            mono mix) before the network and undoes it after, as Demucs does.
+            mono mix) before the network and undoes it after, as Demucs does (and MSST
+            with ``inference.normalize``).
         window: cross-fade between chunks, ``"triangle"`` (Demucs) or ``"rect"`` (no
             cross-fade: overlapping chunks are averaged).
         transition_power: exponent applied to the triangle window.
+        framing: one of :data:`FRAMINGS`. ``"demucs"``: chunks ``segment * (1 - overlap)``
+            apart, zeros past the track's ends, ``window`` cross-fade, as
+            ``demucs.apply.apply_model``. ``"msst"``: chunks ``segment // num_overlap``
+            apart over the track reflected by ``segment - step`` samples at both ends,
+            a short last chunk padded to ``segment``, MSST's linear fade, as MSST's
+            ``demix`` (``overlap``, ``window``, ``valid_length`` are then unused; a user's
+            ``--overlap`` still replaces ``num_overlap``).
+        num_overlap: ``"msst"`` framing: how many chunks cover each sample.
+        batch_size: chunks per forward pass the model's config asks for, or None; the
+            engine runs it when ``EngineOptions.batch_size`` is None (else 1).
+        max_segment: the longest chunk in samples the network takes, or None for no limit
+            (a user's ``--segment`` is checked against it).
     """
 
     samplerate: int
@@ -38,6 +54,10 @@ class SeparationModel(ABC):
     normalize: bool = False
     window: str = "triangle"
     transition_power: float = 1.0
+    framing: str = "demucs"
+    num_overlap: int = 4
+    batch_size: int | None = None
+    max_segment: int | None = None
 
     def valid_length(self, length: int, segment: int) -> int:
         """Input length the network needs to produce ``length`` output samples.

@@ -31,6 +31,11 @@ class DemucsModel(SeparationModel):
 
     Chunks are ``net.segment`` seconds with 25% overlap and a triangle window; the track
     is standardised by its mono mix's mean and std, as ``demucs.api`` does.
+
+    Attributes:
+        max_segment: the longest chunk in samples the network takes: an HTDemucs pads
+            every chunk to its training segment and cannot take a longer one; None (no
+            limit) for the convolutional generations.
     """
 
     overlap = 0.25
@@ -43,6 +48,9 @@ class DemucsModel(SeparationModel):
         self.channels = int(net.audio_channels)
         self.stems = list(net.sources)
         self.segment = int(float(Fraction(net.segment)) * self.samplerate)
+        self.max_segment: int | None = (
+            self.segment if isinstance(net, HTDemucs) and net.use_train_segment else None
+        )
 
     def valid_length(self, length: int, segment: int) -> int:
         if isinstance(self.net, HTDemucs):
@@ -81,17 +89,33 @@ def _without_mha_fastpath() -> Iterator[None]:
 
 
 def load_package(path: Path) -> torch.nn.Module:
-    """Build the network stored in a ``.th`` package."""
+    """Build the network stored in a ``.th`` package.
+
+    Raises:
+        RegistryError: the file is unreadable, damaged or not a Demucs package (the message
+            names the file and the problem).
+        UnsupportedModel: a diffq-quantized package without the ``quantized`` extra.
+    """
+    from dsu.registry.checkpoint import read_torch
+
+    # What demucs.states.serialize_model writes into every package.
+    keys = {"klass", "args", "kwargs", "state"}
+    package = read_torch(path, weights_only=False)
+    if not isinstance(package, dict) or not keys <= package.keys():
+        raise RegistryError(
+            f"{path}: a PyTorch file but not a Demucs package (expected the keys "
+            f"{', '.join(sorted(keys))}); is it a checkpoint of another family?"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return load_model(path)
+            return load_model(package)
     except SystemExit as exc:  # demucs.states calls fatal() when diffq is missing
         raise UnsupportedModel(
             f"{path.name} is a diffq-quantized Demucs model: install the 'quantized' extra "
             "(pip install 'dsu[quantized]')"
         ) from exc
-    except (KeyError, TypeError, RuntimeError, EOFError, ValueError) as exc:
+    except (KeyError, TypeError, RuntimeError, EOFError, ValueError, AttributeError) as exc:
         raise RegistryError(f"{path}: not a loadable Demucs checkpoint ({exc})") from exc
 
 

@@ -1,18 +1,27 @@
 """Decoding: probe a file, stream it in blocks, or read it whole.
 
-Two decoders, tried in order: libsndfile (through ``soundfile``) for wav, flac, ogg, mp3,
-aiff and the other formats it knows, and FFmpeg (through PyAV, which bundles it) for
-everything libsndfile refuses: m4a/aac/mp4 (including the first stream of a ``.stem.mp4``),
-webm, opus and the rest. Every problem a user's file can have ends in
-:class:`~dsu.errors.BadAudio` naming the file, or :class:`~dsu.errors.AudioIOError` when
-the file cannot be opened at all.
+Two decoders: libsndfile (through ``soundfile``) for wav, aiff, flac, ogg and the other
+formats it knows, and FFmpeg (through PyAV, which bundles it) for mp3 and everything
+libsndfile refuses: m4a/aac/mp4 (including the first stream of a ``.stem.mp4``), webm,
+opus and the rest.
+
+libsndfile stops decoding at the length it read up front, so a header that understates
+the stream would silently cut the audio short. The stream is therefore measured without
+decoding (mp3: its frame headers; flac and ogg: FFmpeg's demuxer) and trusted over any
+header: where it holds more than the header says, FFmpeg, which decodes to the end of the
+stream, does the decoding and a one-line warning on stderr (logger ``dsu.audio``) says
+so; where it holds less, the file is truncated. Every problem a user's file can have ends
+in :class:`~dsu.errors.BadAudio` naming the file, or :class:`~dsu.errors.AudioIOError`
+when the file cannot be opened at all.
 """
 
 from __future__ import annotations
 
+import logging
 import stat
+from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,26 +29,34 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from dsu.audio.headers import declared_frames
+from dsu.audio.headers import data_chunk, looks_like_mpeg_audio, scan_mp3
 from dsu.errors import AudioIOError, BadAudio
 
 _SNDFILE_FORMATS = {"WAV": "wav", "WAVEX": "wav", "RF64": "wav", "W64": "wav", "AIFF": "aiff"}
-# Formats whose decoded length libsndfile knows exactly before decoding (mp3 relies on an
-# optional Xing/LAME tag and otherwise estimates from the file size).
-_INEXACT_SNDFILE_FORMATS = {"mp3"}
+# Formats whose length libsndfile takes from a header or a granule position, which the
+# stream itself may exceed (a lying STREAMINFO, a chained Ogg file).
+_STREAM_CHECKED_FORMATS = {"flac", "ogg"}
+# libsndfile's frame count for a FLAC whose STREAMINFO leaves the length unknown (0).
+_SF_UNKNOWN_FRAMES = 2**63 - 1
+
+_log = logging.getLogger("dsu.audio")
+# Files already warned about, so the several probes of one separation warn once.
+_WARNED: OrderedDict[tuple[str, int, int], None] = OrderedDict()
+_WARNED_MAX = 256
 
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What a file holds, read from its header.
+    """What a file holds, read from its headers and measured on its stream.
 
-    ``frames`` is the length in samples per channel. It is exact for every format
-    libsndfile decodes except mp3 without a Xing/LAME tag (wav, aiff, flac, ogg: header or
-    granule counts). For formats decoded through FFmpeg (m4a, aac, mp4, webm, ...) it is an
-    estimate from the container's duration, because counting AAC or Opus samples needs a
-    full decode; :class:`AudioReader` still yields every decoded sample, which can differ
-    by the codec's priming and padding (about one or two thousand frames for AAC).
-    ``frames_exact`` says which case applies.
+    ``frames`` is the length in samples per channel the stream holds, whatever a header
+    claims. It is exact for wav, aiff, flac and single-chain ogg. For mp3 it is counted
+    from the frame headers, less the encoder delay and padding a LAME tag states (within a
+    frame of what decodes). For the other formats decoded through FFmpeg (m4a, aac, mp4,
+    webm, ...) it is the sum of the demuxed packets' durations, because counting AAC or
+    Opus samples exactly needs a full decode; :class:`AudioReader` still yields every
+    decoded sample, which can differ by the codec's priming and padding (about one or two
+    thousand frames for AAC). ``frames_exact`` says which case applies.
     """
 
     path: Path
@@ -56,11 +73,13 @@ class AudioInfo:
 
 
 def probe(path: str | Path) -> AudioInfo:
-    """Read a file's header; decodes nothing (FFmpeg formats: the container header only).
+    """Read a file's header and measure its stream; decodes nothing.
 
-    Raises AudioIOError when the path cannot be opened (missing, a directory, no
-    permission) and BadAudio for empty, undecodable, zero-length or truncated wav/aiff
-    files (their header says how long they must be, so truncation shows up front).
+    Measuring reads frame or packet headers through the whole file (mp3, flac, ogg and
+    the FFmpeg formats), which is fast. Raises AudioIOError when the path cannot be opened
+    (missing, a directory, no permission) and BadAudio for empty, undecodable, zero-length
+    or truncated wav/aiff/mp3 files (their headers say how long they must be, so
+    truncation shows up front).
     """
     return _probe(Path(path))[0]
 
@@ -144,13 +163,30 @@ def read(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def _probe(path: Path) -> tuple[AudioInfo, str]:
-    """The file's AudioInfo and the decoder that opened it (``soundfile`` or ``pyav``)."""
+    """The file's AudioInfo and the decoder to use (``soundfile`` or ``pyav``)."""
     _check_openable(path)
+    # libsndfile decodes only as many mp3 samples as the Xing tag, or failing that a guess
+    # from the file size, says; FFmpeg decodes every frame. Asking libsndfile first would
+    # only add its decoder's complaints about such files to stderr.
+    if looks_like_mpeg_audio(path):
+        try:
+            probed = _pyav_info(path, measure=False)
+        except BadAudio:
+            probed = None
+        if probed is not None and probed.format == "mp3":
+            return _mp3_info(probed), "pyav"
     try:
         info = sf.info(str(path))
     except RuntimeError:  # soundfile.LibsndfileError: not a format libsndfile knows
-        return _pyav_info(path), "pyav"
-    return _sndfile_info(path, info), "soundfile"
+        probed = _pyav_info(path)
+        return (_mp3_info(probed) if probed.format == "mp3" else probed), "pyav"
+    fmt = _SNDFILE_FORMATS.get(info.format, info.format.lower())
+    if fmt == "mp3":
+        return _mp3_info(_pyav_info(path, measure=False)), "pyav"
+    sndfile = _sndfile_info(path, info, fmt)
+    if fmt in _STREAM_CHECKED_FORMATS:
+        return _stream_checked(sndfile)
+    return sndfile, "soundfile"
 
 
 def _check_openable(path: Path) -> None:
@@ -173,13 +209,12 @@ def _check_openable(path: Path) -> None:
         raise BadAudio(path, "empty file (0 bytes)")
 
 
-def _sndfile_info(path: Path, info: Any) -> AudioInfo:
-    fmt = _SNDFILE_FORMATS.get(info.format, info.format.lower())
+def _sndfile_info(path: Path, info: Any, fmt: str) -> AudioInfo:
     if info.samplerate <= 0 or info.channels <= 0:
         raise BadAudio(path, "not a decodable audio file (no sample rate or channels)")
-    declared = declared_frames(path) if fmt in ("wav", "aiff") else None
-    if declared is not None and declared > info.frames:
-        raise BadAudio(path, _truncated(declared, info.frames))
+    chunk = data_chunk(path) if fmt in ("wav", "aiff") else None
+    if chunk is not None and chunk.truncated(info.frames):
+        raise BadAudio(path, _truncated(chunk.declared_frames, info.frames))
     if info.frames == 0:
         raise BadAudio(path, "no audio samples (zero length)")
     return AudioInfo(
@@ -188,11 +223,96 @@ def _sndfile_info(path: Path, info: Any) -> AudioInfo:
         channels=int(info.channels),
         frames=int(info.frames),
         format=fmt,
-        frames_exact=fmt not in _INEXACT_SNDFILE_FORMATS,
     )
 
 
-def _pyav_info(path: Path) -> AudioInfo:
+def _stream_checked(info: AudioInfo) -> tuple[AudioInfo, str]:
+    """Keep libsndfile unless the stream holds more than the length it read up front."""
+    measured = _demuxed_frames(info.path)
+    if measured is None:
+        if info.frames == _SF_UNKNOWN_FRAMES:
+            raise BadAudio(info.path, "not a decodable audio file (length unknown, unreadable)")
+        return info, "soundfile"
+    frames, longest_packet = measured
+    unknown = info.frames == _SF_UNKNOWN_FRAMES
+    # Ogg packet durations also count the codec's pre-roll, at most one packet more than
+    # what decodes; FLAC's are exact.
+    slack = longest_packet if info.format == "ogg" else 0
+    if not unknown and frames <= info.frames + slack:
+        return info, "soundfile"
+    if not unknown:
+        _warn_longer(info.path, info.frames, frames)
+    return replace(info, frames=frames, frames_exact=info.format == "flac"), "pyav"
+
+
+def _mp3_info(info: AudioInfo) -> AudioInfo:
+    """``info`` with the length counted from the mp3's frame headers."""
+    scan = scan_mp3(info.path)
+    if scan is None:  # free-format bitrate: no frame header states a length
+        measured = _demuxed_frames(info.path)
+        return replace(info, frames=measured[0]) if measured is not None else info
+    if scan.truncated:
+        raise BadAudio(info.path, _truncated(scan.declared, scan.frames))
+    if scan.tag_length is not None and scan.tag_length < scan.frames:
+        _warn_longer(info.path, scan.tag_length, scan.frames)
+    if scan.frames == 0:
+        raise BadAudio(info.path, "no audio samples (zero length)")
+    return replace(info, frames=scan.frames, format="mp3", frames_exact=False)
+
+
+def _warn_longer(path: Path, declared: int, holds: int) -> None:
+    """Say once per file (and version of it) that its header understates the stream."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _WARNED:
+        return
+    _WARNED[key] = None
+    if len(_WARNED) > _WARNED_MAX:
+        _WARNED.popitem(last=False)
+    _log.warning(
+        "warning: %s: header says %d frames, the stream holds %d; decoding the whole stream",
+        path,
+        declared,
+        holds,
+    )
+
+
+def _demuxed_frames(path: Path) -> tuple[int, int] | None:
+    """``(frames, longest packet)`` of the first audio stream, from packet headers only.
+
+    The length is the larger of the summed packet durations and the end of the last
+    packet (one survives a damaged packet without a duration, the other timestamps that
+    restart in a chained Ogg file). None when FFmpeg cannot read the packets.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            total = end = longest = 0
+            for packet in container.demux(stream):
+                if packet.size == 0:  # the end-of-stream marker
+                    continue
+                duration = packet.duration or 0
+                total += duration
+                longest = max(longest, duration)
+                if packet.pts is not None:
+                    end = max(end, packet.pts + duration)
+            if stream.time_base is None or not stream.rate:
+                return None
+            scale = stream.time_base * stream.rate
+            return round(max(total, end) * scale), round(longest * scale)
+    except av.FFmpegError:
+        return None
+
+
+def _pyav_info(path: Path, measure: bool = True) -> AudioInfo:
+    """Stream parameters from FFmpeg; the length by demuxing every packet if ``measure``."""
     import av
 
     try:
@@ -213,6 +333,11 @@ def _pyav_info(path: Path) -> AudioInfo:
         else:
             frames = 0
         names = container.format.name.split(",")
+    # The container's duration is a header (or, for ADTS, a guess from the bitrate); the
+    # packets say what is there.
+    measured = _demuxed_frames(path) if measure else None
+    if measured is not None and measured[0] > 0:
+        frames = measured[0]
     suffix = path.suffix.lower().lstrip(".")
     return AudioInfo(
         path=path,
@@ -319,15 +444,31 @@ class _PyavSource:
         )
 
     def _arrays(self) -> Iterator[np.ndarray]:
+        decoded = 0
         try:
             for packet in self._container.demux(self._stream):
                 for frame in packet.decode():
+                    if self._info.frames_exact:
+                        self._check_position(frame, decoded)
+                    decoded += frame.samples
                     for out in self._resampler.resample(frame):
                         yield out.to_ndarray()
             for out in self._resampler.resample(None):
                 yield out.to_ndarray()
         except self._av.FFmpegError as e:
             raise BadAudio(self._info.path, f"corrupt audio data: {e.strerror or e}") from e
+        if self._info.frames_exact and decoded < self._info.frames:
+            raise BadAudio(self._info.path, _truncated(self._info.frames, decoded))
+
+    def _check_position(self, frame: Any, decoded: int) -> None:
+        """Lossless streams must be gapless: FFmpeg skips a damaged FLAC frame silently."""
+        if frame.pts is None or frame.time_base is None:
+            return
+        position = round(frame.pts * frame.time_base * self._info.samplerate)
+        if position != decoded:
+            raise BadAudio(
+                self._info.path, f"corrupt audio data: frames missing (after frame {decoded})"
+            )
 
     def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
         pending: list[np.ndarray] = []

@@ -4,23 +4,48 @@ A writer encodes into ``.<name>.partial-<random>`` beside the target and renames
 the target name on :meth:`AudioWriter.commit`, so a crash, an error or a cancel never
 leaves a half-written file under the final name (the rename is atomic within a directory;
 no fsync, since a stem that vanishes on power loss is simply separated again).
+
+A writer that is dropped without a commit, or a process that ends on an exception or a
+signal turned into one, removes its temp file. Only a hard kill (SIGKILL, power loss)
+leaves one behind; the writer holds an advisory lock on it for as long as it lives, so
+the next writer into that directory can tell an abandoned temp file (lock free) from one
+another process is still writing (:func:`remove_stale_partials`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
+import shutil
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 import soundfile as sf
 
-from dsu.audio.formats import EncoderSettings, encoder_settings, format_for_path
+from dsu.audio.formats import OUTPUT_SUFFIXES, EncoderSettings, encoder_settings, format_for_path
 from dsu.errors import AudioIOError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, but an open file cannot be deleted there
+    fcntl = None  # type: ignore[assignment]
+
 _WRITE_BLOCK = 65536
+
+# DSU's temp names, and the targets they may stand for (stem files come from stems_mp4);
+# nothing else is ever taken for a temp file.
+_PARTIAL = re.compile(r"\.(?P<target>.+)\.partial-[0-9a-f]{12}")
+_PARTIAL_SUFFIXES = OUTPUT_SUFFIXES | {".mp4"}
+
+# libsndfile reports a failed write as "System error." without the cause; with less than
+# this free on the target's file system after the failure, the cause is a full disk.
+_FULL_BELOW = 1 << 20
 
 # Integer PCM is quantised here rather than by libsndfile, whose float->int conversion
 # scales by 2**(bits-1) - 1 while reading scales by 2**(bits-1), so a round trip through
@@ -33,8 +58,14 @@ class AudioWriter:
 
     Formats: wav (``bit_depth`` 16, 24 or 32 = float), flac (16 or 24), mp3 (CBR
     ``bitrate`` kbps, 320 by default) and ogg (Vorbis). ``format=None`` takes it from the
-    extension of ``path``. Parent directories are created. Leaving the ``with`` block
-    normally commits; leaving it with an exception aborts and removes the temp file.
+    extension of ``path``. Parent directories are created, and temp files that killed
+    writers left there are removed. Leaving the ``with`` block normally commits; leaving it
+    with an exception aborts and removes the temp file, and so does dropping a writer that
+    was never committed.
+
+    Raises:
+        BadRequest: settings the format does not allow.
+        AudioIOError: the file cannot be created or written (a full disk says so).
     """
 
     def __init__(
@@ -61,10 +92,20 @@ class AudioWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise AudioIOError(f"{self.path.parent}: cannot create directory: {e}") from e
-        self._temp = self.path.with_name(f".{self.path.name}.partial-{secrets.token_hex(6)}")
+        remove_stale_partials(self.path.parent)
+        self._temp = partial_path(self.path)
+        self._file: sf.SoundFile | None = None
+        self._lock = _create_locked(self._temp, self.path)
+        opened: list[sf.SoundFile] = []
+        try:
+            # Runs on abort, and on garbage collection or interpreter exit if not committed.
+            self._discard = weakref.finalize(self, _discard, self._temp, self._lock, opened)
+        except BaseException:
+            _discard(self._temp, self._lock, opened)
+            raise
         s = self.settings
         try:
-            self._file: sf.SoundFile | None = sf.SoundFile(
+            self._file = sf.SoundFile(
                 str(self._temp),
                 "w",
                 samplerate=samplerate,
@@ -75,8 +116,9 @@ class AudioWriter:
                 bitrate_mode="CONSTANT" if s.bitrate is not None else None,
             )
         except (RuntimeError, OSError) as e:
-            self._temp.unlink(missing_ok=True)
-            raise AudioIOError(f"{self.path}: cannot write: {e}") from e
+            self._discard()
+            raise write_error(self.path, e) from e
+        opened.append(self._file)
 
     def write(self, block: np.ndarray) -> None:
         """Append ``[C, n]`` samples (``[n]`` for mono); values beyond [-1, 1] are clipped
@@ -108,7 +150,7 @@ class AudioWriter:
         try:
             self._file.write(np.ascontiguousarray(data))
         except (RuntimeError, OSError) as e:
-            raise AudioIOError(f"{self.path}: cannot write: {e}") from e
+            raise write_error(self.path, e) from e
         self.frames_written += block.shape[1]
 
     def commit(self) -> Path:
@@ -120,18 +162,16 @@ class AudioWriter:
             file.close()
             os.replace(self._temp, self.path)
         except (RuntimeError, OSError) as e:
-            self._temp.unlink(missing_ok=True)
-            raise AudioIOError(f"{self.path}: cannot write: {e}") from e
+            self._discard()
+            raise write_error(self.path, e) from e
+        self._discard.detach()
+        _unlock(self._lock)
         return self.path
 
     def abort(self) -> None:
         """Drop everything written so far; nothing is left on disk. Safe to call twice."""
-        file, self._file = self._file, None
-        if file is not None:
-            # A failing close only matters for a file we keep; this one is deleted below.
-            with contextlib.suppress(RuntimeError, OSError):
-                file.close()
-        self._temp.unlink(missing_ok=True)
+        self._file = None
+        self._discard()
 
     def __enter__(self) -> AudioWriter:
         return self
@@ -161,3 +201,156 @@ def write(
     with AudioWriter(path, samplerate, channels, format, bit_depth, bitrate) as writer:
         writer.write(x)
     return writer.path
+
+
+def partial_path(path: Path) -> Path:
+    """A fresh temp name beside ``path``: ``.<name>.partial-<12 hex digits>``."""
+    return path.with_name(f".{path.name}.partial-{secrets.token_hex(6)}")
+
+
+@contextlib.contextmanager
+def partial_file(path: str | Path) -> Iterator[Path]:
+    """A locked temp file for a writer that is not an :class:`AudioWriter`.
+
+    Yields the temp path (created empty, beside ``path``); the caller writes it and
+    ``os.replace``-s it onto ``path``. On leaving, whatever is still under the temp name is
+    deleted and the lock released, so :func:`remove_stale_partials` never takes the file
+    for abandoned while the block runs.
+
+    Raises:
+        AudioIOError: the temp file cannot be created.
+    """
+    target = Path(path)
+    temp = partial_path(target)
+    lock = _create_locked(temp, target)
+    try:
+        yield temp
+    finally:
+        _discard(temp, lock, [])
+
+
+def remove_stale_partials(directory: str | Path) -> list[Path]:
+    """Delete the temp files that DSU writers left in ``directory`` and no longer hold.
+
+    Only names of the form :func:`partial_path` makes for an output format's file are
+    considered, and of those only the ones whose writer is gone (killed, or from a
+    crashed run); a temp file another process is writing stays. Never raises.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _PARTIAL.fullmatch(entry.name)
+        if match is None or Path(match["target"]).suffix.lower() not in _PARTIAL_SUFFIXES:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and _remove_if_abandoned(entry.path):
+                removed.append(Path(entry.path))
+    return removed
+
+
+def write_error(path: Path, exc: BaseException) -> AudioIOError:
+    """The :class:`AudioIOError` for a failed write of ``path``, saying so plainly when the
+    disk is full (libsndfile itself only says "System error.")."""
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full and not isinstance(exc, OSError):
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(path.parent).free < _FULL_BELOW
+    if full:
+        return AudioIOError(
+            f"{path}: no space left on device: free some space on {path.parent} "
+            "or write the output elsewhere"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return AudioIOError(f"{path}: cannot write: {reason}")
+
+
+def make_dirs(directory: str | Path) -> list[Path]:
+    """Create ``directory`` and its missing parents.
+
+    Returns:
+        The directories this call created, outermost first: what
+        :func:`remove_empty_dirs` may take away again when nothing was written there.
+
+    Raises:
+        AudioIOError: a directory cannot be created.
+    """
+    missing = []
+    current = Path(directory)
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    created = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # made by someone else meanwhile: theirs, never removed by us
+        except OSError as e:
+            remove_empty_dirs(created)
+            raise AudioIOError(f"{path}: cannot create directory: {e.strerror or e}") from e
+        created.append(path)
+    return created
+
+
+def remove_empty_dirs(created: list[Path]) -> None:
+    """Remove the directories of :func:`make_dirs`'s list that are empty, innermost first;
+    one holding anything (an output, a user's file) stays, and so do its parents."""
+    for path in reversed(created):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def _create_locked(temp: Path, target: Path) -> int:
+    """Create ``temp`` (it must not exist) and lock it; the descriptor holds the lock."""
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise write_error(target, e) from e
+    if fcntl is not None:
+        # Without lock support (some network file systems) cleaners cannot take the lock
+        # either, so they leave the file alone.
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _discard(temp: Path, lock: int, files: list[sf.SoundFile]) -> None:
+    """Close and delete a temp file, then let go of its lock (in that order, so no cleaner
+    sees it unlocked while it still exists)."""
+    for file in files:
+        # A failing close only matters for a file we keep; this one is deleted below.
+        with contextlib.suppress(RuntimeError, OSError):
+            file.close()
+    with contextlib.suppress(OSError):
+        temp.unlink(missing_ok=True)
+    _unlock(lock)
+
+
+def _remove_if_abandoned(path: str) -> bool:
+    """Delete ``path`` if no process holds its lock; True when deleted."""
+    if fcntl is None:
+        os.unlink(path)  # fails for a file another process has open
+        return True
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        os.unlink(path)
+        return True
+    finally:
+        os.close(fd)

@@ -18,16 +18,15 @@ onto the final name only when the file is complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dsu.audio.encode import partial_file, write_error
 from dsu.errors import AudioIOError, BadAudio, BadRequest
 
 NI_STEMS: tuple[str, ...] = ("drums", "bass", "other", "vocals")
@@ -99,18 +98,16 @@ def write_stem_mp4(
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise AudioIOError(f"{path.parent}: cannot create directory: {e}") from e
-    temp = path.with_name(f".{path.name}.partial-{secrets.token_hex(6)}")
-    try:
-        _encode(temp, tracks, samplerate, bitrate_kbps)
-        _append_stem_box(temp, _metadata(NI_STEMS))
-        os.replace(temp, path)
-    except av.FFmpegError as e:
-        raise AudioIOError(f"{path}: cannot encode AAC: {e}") from e
-    except OSError as e:
-        raise AudioIOError(f"{path}: cannot write: {e}") from e
-    finally:
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
+    # A locked temp file: another run's stale-partial cleaner leaves it alone.
+    with partial_file(path) as temp:
+        try:
+            _encode(temp, tracks, samplerate, bitrate_kbps)
+            _append_stem_box(temp, _metadata(NI_STEMS))
+            os.replace(temp, path)
+        except av.FFmpegError as e:
+            raise AudioIOError(f"{path}: cannot encode AAC: {e}") from e
+        except OSError as e:
+            raise write_error(path, e) from e
     return path
 
 

@@ -6,27 +6,41 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dsu.engine.options import PRECISIONS
+
 if TYPE_CHECKING:
     from dsu.api import Separator
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--models-dir``, ``--device``, ``--precision``, ``--overlap``, ``--shifts``,
-    ``--batch-size`` and ``--segment``."""
+    ``--batch-size``, ``--segment`` and ``--allow-checksum-mismatch``."""
     parser.add_argument(
         "--models-dir", type=Path, help="models directory (default: DSU_MODELS_DIR)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument(
-        "--overlap", type=float, help="chunk overlap in [0, 1) (default: the model's)"
+        "--overlap",
+        type=float,
+        help="fraction of each chunk shared with the next (default: the model's)",
     )
     parser.add_argument(
         "--shifts", type=int, default=0, help="random shifts averaged (Demucs' trick)"
     )
-    parser.add_argument("--batch-size", type=int, default=1, help="chunks per forward pass")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="chunks per forward pass (default: the model's, e.g. an MSST config's, else 1)",
+    )
     parser.add_argument(
         "--segment", type=float, help="chunk length in seconds (default: the model's)"
+    )
+    parser.add_argument(
+        "--allow-checksum-mismatch",
+        action="store_true",
+        help="load a model even when a file's sha256 differs from the registry's "
+        "(a file changed on purpose)",
     )
 
 
@@ -47,6 +61,17 @@ def separator_from_args(
         batch_size=args.batch_size,
         segment=args.segment,
         downmix=downmix,
+        allow_checksum_mismatch=args.allow_checksum_mismatch,
     )
     separator.load()
     return separator
+
+
+def check_engine_args(separator: Separator) -> None:
+    """The engine checks that need the loaded model and its device: the segment and
+    overlap against the model (:func:`dsu.engine.options.check_against`), and the
+    precision against the device. Raises BadRequest before any input is read."""
+    from dsu.engine import check_against, check_precision
+
+    check_against(separator.options, separator.model)
+    check_precision(separator.device, separator.options.precision)

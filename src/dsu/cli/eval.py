@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
 
 from dsu import __version__
-from dsu.cli.engine_args import add_engine_arguments, separator_from_args
-from dsu.errors import AudioIOError, BadRequest
+from dsu.cli.engine_args import add_engine_arguments, check_engine_args, separator_from_args
+from dsu.errors import BadRequest
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -141,7 +140,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _separators(args: argparse.Namespace) -> list[Any]:
-    return [separator_from_args(args, name) for name in dict.fromkeys(args.models or [None])]
+    separators = []
+    for name in dict.fromkeys(args.models or [None]):
+        separator = separator_from_args(args, name)
+        check_engine_args(separator)
+        separators.append(separator)
+    return separators
 
 
 def _summary(result: Any) -> str:
@@ -158,12 +162,17 @@ def _summary(result: Any) -> str:
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write atomically: a temp file beside ``path``, renamed when complete."""
-    temp = path.with_name(f".{path.name}.partial-{secrets.token_hex(6)}")
+    """Write atomically: a temp file beside ``path``, renamed when complete; a directory
+    made for it is removed again when the write fails."""
+    from dsu.audio.encode import make_dirs, partial_file, remove_empty_dirs, write_error
+
+    created = make_dirs(path.parent)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-        os.replace(temp, path)
+        with partial_file(path) as temp:
+            temp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+            os.replace(temp, path)
     except OSError as e:
-        temp.unlink(missing_ok=True)
-        raise AudioIOError(f"{path}: cannot write: {e}") from e
+        raise write_error(path, e) from e
+    finally:
+        if not path.exists():
+            remove_empty_dirs(created)

@@ -1,5 +1,7 @@
 """The seed's per-family worker executables, as console entry points.
 
+Which families each one serves is declared in :mod:`dsu.archs.families`.
+
 ``dsu-demucs --worker --models-dir DIR [--device D]`` is ``dsu worker --arch demucs ...``,
 and likewise for the other launchers: each serves only its families, so a desktop app can
 keep one warm process per family exactly as it did with the seed. The weight-free built-in
@@ -15,28 +17,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from dsu.archs.families import BUILTIN_ARCHS, launcher_archs
 from dsu.cli import worker
-from dsu.worker.settings import BUILTIN_ARCHS
-
-LAUNCHER_FAMILIES: dict[str, tuple[str, ...]] = {
-    "dsu-demucs": ("demucs",),
-    "dsu-bsroformer": ("bs_roformer", "mel_band_roformer", "scnet", "mdx23c"),
-    "dsu-audio-separator": (
-        "vr",
-        "mdx",
-        "mdx23c",
-        "bs_roformer",
-        "mel_band_roformer",
-        "demucs",
-        "apollo",
-    ),
-    "dsu-apollo": ("apollo",),
-}
 
 
 def launch(prog: str, argv: Sequence[str] | None = None) -> int:
     """Parse a launcher's command line and run its worker."""
-    families = LAUNCHER_FAMILIES[prog]
+    families = launcher_archs(prog)
     parser = argparse.ArgumentParser(
         prog=prog,
         description=f"DSU worker for the {', '.join(families)} families.\n\n{worker.DESCRIPTION}",

@@ -3,12 +3,18 @@
 Settings come from the environment (:class:`dsu.service.settings.Settings`, the seed's
 ``PORT``/``HOST``/``DEMUCS_MODEL``/``SEPARATION_TIMEOUT`` included); a flag given here
 overrides its variable. Heavy imports (FastAPI, torch) wait until the command runs.
+
+Everything that can stop the server from starting is checked before uvicorn runs, so it
+ends with ``error: ...`` and exit status 2 rather than a traceback: the optional
+packages of the ``service`` extra, the settings, and the data dir (writable, and not
+held by another running server).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -16,6 +22,24 @@ from pathlib import Path
 
 from dsu.errors import DSUError
 from dsu.service.settings import Settings
+
+# Import names of the packages of the `service` extra (pyproject.toml).
+SERVICE_MODULES = (
+    "fastapi",
+    "uvicorn",
+    "multipart",
+    "httpx",
+    "httpcore",
+    "standardwebhooks",
+    "prometheus_client",
+)
+
+
+class ServiceNotInstalled(DSUError):
+    """The optional packages the HTTP service needs are missing."""
+
+    code = "bad_request"
+
 
 DESCRIPTION = """\
 Serve the separation HTTP API: POST /separate-sync (base64 JSON or upload),
@@ -57,6 +81,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument(
+        "--precision",
+        default=None,
+        help="fp32, fp16 (GPU) or bf16 (env DSU_PRECISION, default fp32)",
+    )
+    parser.add_argument(
         "--queue", default=None, choices=("local",), help="queue backend (env DSU_QUEUE)"
     )
     parser.add_argument(
@@ -74,6 +103,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "models_dir": args.models_dir,
         "data_dir": args.data_dir,
         "device": args.device,
+        "precision": args.precision,
         "queue": args.queue,
     }
     settings = dataclasses.replace(
@@ -83,18 +113,40 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_service_installed() -> None:
+    """Raise ServiceNotInstalled, naming what is missing, unless the service can import."""
+    missing = [name for name in SERVICE_MODULES if not _installed(name)]
+    if missing:
+        raise ServiceNotInstalled(
+            f"dsu serve needs the service extra, and {', '.join(missing)} "
+            "is not installed: pip install 'dsu[service]'"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    check_service_installed()
+    settings = settings_from_args(args)
+
     import uvicorn
 
     from dsu.service.app import create_app
+    from dsu.service.datadir import claim_data_dir
 
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    settings = settings_from_args(args)
-    app = create_app(settings)
+    # Held until the process exits: uvicorn runs the app in this process.
+    lock = claim_data_dir(settings.data_dir)
+    app = create_app(settings, data_lock=lock)
     uvicorn.run(
         app,
         host=settings.host,

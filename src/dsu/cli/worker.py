@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dsu.errors import DSUError
+from dsu.worker.device import DEVICE_NAMES
 
 DESCRIPTION = """\
 Serve DSU's JSON-lines protocol on stdin/stdout: one process, models kept warm.
@@ -31,7 +32,7 @@ def configure(parser: argparse.ArgumentParser, *, arch_default: str | None = Non
     parser.add_argument(
         "--device",
         default="auto",
-        help="auto, cpu, cuda, cuda:N or mps (default: auto)",
+        help=f"{', '.join(DEVICE_NAMES)} (default: auto)",
     )
     parser.add_argument(
         "--arch",

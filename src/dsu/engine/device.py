@@ -33,13 +33,18 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def check_precision(device: torch.device, precision: str) -> None:
+    """Raise BadRequest when ``device`` cannot run ``precision`` (fp16 needs a GPU)."""
+    if device.type == "cpu" and precision == "fp16":
+        raise BadRequest("fp16 is for GPUs; use fp32 or bf16 on the CPU")
+
+
 @contextlib.contextmanager
 def precision_context(device: torch.device, precision: str) -> Iterator[None]:
     """Autocast for fp16/bf16; fp32 runs the weights as they are."""
     if precision == "fp32":
         yield
         return
-    if device.type == "cpu" and precision == "fp16":
-        raise BadRequest("fp16 is for GPUs; use fp32 or bf16 on the CPU")
+    check_precision(device, precision)
     with torch.autocast(device_type=device.type, dtype=_DTYPES[precision]):
         yield

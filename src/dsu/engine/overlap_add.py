@@ -2,13 +2,36 @@
 
 A track of ``T`` samples (at the model's rate) arrives as a stream of blocks. Every bag
 member, and every random shift of it, is one *pass*: a grid of chunks over the track,
-each chunk fed to the network with ``valid_length`` samples of context centred on it,
-centre-trimmed, weighted by the chunk window and summed. Passes advance in step; as soon
-as every pass has moved past a position, the stems before it are final and go to the
-sink. Memory therefore holds a few chunks, never the track, whatever its length.
+each chunk fed to the network, weighted by its window and summed; the sum is divided by
+the summed windows. Passes advance in step; as soon as every pass has moved past a
+position, the stems before it are final and go to the sink. Memory therefore holds a
+few chunks, never the track, whatever its length.
 
-For Demucs models the arithmetic is that of ``demucs.apply.apply_model`` (same chunk
-grid, context, window and normalisation), which the parity tests check.
+Each model declares its framing (``SeparationModel.framing``):
+
+- ``demucs``: the arithmetic of ``demucs.apply.apply_model`` (chunk grid, context of
+  ``valid_length`` samples centred on each chunk with zeros past the track's ends,
+  centre-trimmed output, triangle window, normalisation), which tests/test_demucs_parity.py
+  checks.
+- ``msst``: the arithmetic of MSST's ``demix`` (``msst.utils.model_utils``): chunks of
+  ``segment`` samples every ``step = segment // num_overlap`` over the track mirrored by
+  ``border = segment - step`` samples at both ends (when the track is longer than
+  ``2 * border``), a short last chunk padded to ``segment`` (mirrored if it is more than
+  half a chunk, else zeros), the first ``length`` output samples kept, a linear fade
+  window without fade-in on the first chunk and fade-out on the last, the border trimmed;
+  tests/test_msst_framing_parity.py checks it. The mirrored start needs only the first
+  ``border + 1`` samples and the mirrored end only the last ``border + 1``, so this too
+  streams. Where MSST's ``demix`` weighs chunks by their position in a batch (with
+  ``batch_size > 1`` every chunk of the last batch loses its fade-out), the engine weighs
+  each chunk by its position in the track, as ``demix`` does with ``batch_size=1``:
+  batching never changes the result.
+- ``mdx``: the arithmetic of UVR's MDX-Net ``demix`` (audio-separator's
+  ``MDXSeparator.demix``): the track preceded by ``trim`` zeros and followed by zeros up to
+  a whole number of ``segment - 2 * trim`` steps plus ``trim``; chunks of ``segment`` samples
+  every ``int((1 - overlap) * segment)`` samples over that, zeros past its end; each
+  chunk's output aligned with its input (the first samples kept, no centre trim), weighted
+  by a symmetric Hann window of the chunk's length within the padded track (flat with no
+  overlap).
 """
 
 from __future__ import annotations
@@ -20,10 +43,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dsu.archs.base import Bag, SeparationModel
+from dsu.archs.base import FRAMINGS, Bag, SeparationModel
 from dsu.engine.device import precision_context
 from dsu.engine.options import EngineOptions
-from dsu.engine.window import chunk_window
+from dsu.engine.window import chunk_window, fade_window, msst_fade_length
 from dsu.errors import Cancelled, OutOfMemory
 
 Sink = Callable[[torch.Tensor, torch.Tensor], None]
@@ -68,6 +91,24 @@ class StatsAccumulator:
         return TrackStats(mean, var**0.5 + 1e-8)
 
 
+def stats_accumulator(model: SeparationModel | Bag) -> StatsAccumulator:
+    """The accumulator of a model's per-track normalisation: the model's own
+    (``stats_accumulator()``, e.g. VR's spectrogram peak) or Demucs' mean and std."""
+    first = model.members[0] if isinstance(model, Bag) else model
+    make = getattr(first, "stats_accumulator", None)
+    return make() if make is not None else StatsAccumulator()
+
+
+def array_stats(model: SeparationModel | Bag, mix: np.ndarray) -> TrackStats:
+    """Normalisation of a whole ``[C, T]`` mixture for ``model``."""
+    first = model.members[0] if isinstance(model, Bag) else model
+    if getattr(first, "stats_accumulator", None) is None:
+        return TrackStats.of(torch.from_numpy(mix))
+    accumulator = stats_accumulator(model)
+    accumulator.add(mix)
+    return accumulator.stats()
+
+
 def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
     """Keep the centre ``length`` samples of the last dimension."""
     delta = x.shape[-1] - length
@@ -76,12 +117,65 @@ def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
     return x[..., delta // 2 : x.shape[-1] - (delta - delta // 2)]
 
 
+def reflect_index(positions: torch.Tensor, size: int) -> torch.Tensor:
+    """Map integer positions onto ``[0, size)`` by mirroring about the end samples.
+
+    Within one mirror length of the ends this is ``reflect`` padding (``-1 -> 1``,
+    ``size -> size - 2``); further out the mirroring repeats.
+    """
+    if size == 1:
+        return torch.zeros_like(positions)
+    period = 2 * (size - 1)
+    folded = positions.remainder(period)
+    return torch.where(folded < size, folded, period - folded)
+
+
+def _msst_index(
+    start: int, count: int, input_length: int, tail: str, length: int
+) -> torch.Tensor | None:
+    """Track samples an MSST chunk reads, or None when it is the plain slice.
+
+    The chunk is the ``count`` samples from ``start`` of the track mirrored at its ends;
+    with ``tail="reflect"`` it is then mirrored about its own last sample up to
+    ``input_length`` (``"constant"``: the rest is zeros, added by the caller).
+    """
+    span = input_length if tail == "reflect" else count
+    if start >= 0 and start + count <= length and span == count:
+        return None
+    local = torch.arange(span)
+    local = torch.where(local < count, local, 2 * (count - 1) - local)
+    return reflect_index(start + local, length)
+
+
 @dataclass
 class _Chunk:
     start: int  # first output sample, in track coordinates (negative inside a shift)
     length: int  # output samples kept
     input_start: int  # first input sample fed to the network, track coordinates
-    input_length: int
+    input_length: int  # samples fed to the network
+    window: torch.Tensor  # weight of output sample i of the chunk: window[i], i < length
+    source_start: int  # lowest track sample the input reads
+    # MSST framing: the input is ``length`` samples mirrored at the track's ends, padded to
+    # ``input_length`` by ``tail`` ("reflect" or "constant"), and the output's first
+    # ``length`` samples are kept. None (Demucs): zeros outside the track, centre-trimmed.
+    tail: str | None = None
+    # MDX framing: the output is aligned with the input and its first ``length`` samples are
+    # kept (the input is still the plain slice, zeros outside the track).
+    head: bool = False
+
+    def read(self, buffer: _InputBuffer) -> torch.Tensor:
+        """The network input ``[C, input_length]``."""
+        if self.tail is None:
+            return buffer.get(self.input_start, self.input_length)
+        return buffer.get_mirrored(self.input_start, self.length, self.input_length, self.tail)
+
+    def kept(self, out: torch.Tensor) -> torch.Tensor:
+        """The ``length`` output samples this chunk contributes, from ``out [..., T']``."""
+        if self.tail is None and not self.head:
+            return center_trim(out, self.length)
+        if out.shape[-1] < self.length:
+            raise ValueError(f"network returned {out.shape[-1]} samples, fewer than {self.length}")
+        return out[..., : self.length]
 
 
 @dataclass
@@ -91,7 +185,6 @@ class _Pass:
     member: int
     model: SeparationModel
     chunks: list[_Chunk]
-    window: torch.Tensor
     stem_rows: list[int]
     next: int = 0
     acc: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
@@ -100,7 +193,7 @@ class _Pass:
     min_input_after: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        starts = [c.input_start for c in self.chunks]
+        starts = [c.source_start for c in self.chunks]
         self.min_input_after = [*np.minimum.accumulate(starts[::-1])[::-1].tolist(), 1 << 62]
 
     @property
@@ -109,7 +202,7 @@ class _Pass:
 
     def final_until(self, length: int) -> int:
         """Track position before which this pass adds nothing more."""
-        return length if self.done else self.chunks[self.next].start
+        return length if self.done else min(self.chunks[self.next].start, length)
 
     def needs_input_from(self) -> int:
         return self.min_input_after[self.next]
@@ -126,7 +219,7 @@ class _Pass:
         if grow > 0:
             self.acc = torch.cat([self.acc, out.new_zeros(*out.shape[:-1], grow)], -1)
             self.weight = torch.cat([self.weight, self.weight.new_zeros(grow)])
-        w = self.window[lo - chunk.start : hi - chunk.start]
+        w = chunk.window[lo - chunk.start : hi - chunk.start]
         self.acc[..., lo - self.base : hi - self.base] += (
             w * out[..., lo - chunk.start : hi - chunk.start]
         )
@@ -182,6 +275,19 @@ class _InputBuffer:
             out[:, lo - start : hi - start] = self._data[:, lo - self._start : hi - self._start]
         return out
 
+    def get_mirrored(self, start: int, count: int, length: int, tail: str) -> torch.Tensor:
+        """Normalised MSST chunk input ``[C, length]`` (see :func:`_msst_index`)."""
+        index = _msst_index(start, count, length, tail, self._length)
+        if index is None:
+            return torch.nn.functional.pad(self.get(start, count), (0, length - count))
+        if int(index.min()) < self._start:
+            raise RuntimeError(
+                f"input at {int(index.min())} was already released (buffer starts at {self._start})"
+            )
+        self._fill(int(index.max()) + 1)
+        out = self._data[:, index - self._start]
+        return torch.nn.functional.pad(out, (0, length - out.shape[-1]))
+
     def drop_before(self, position: int) -> None:
         if position > self._start:
             cut = min(position - self._start, self._data.shape[-1])
@@ -189,21 +295,104 @@ class _InputBuffer:
             self._start += cut
 
 
-def _plan(
+def _segment(model: SeparationModel, options: EngineOptions) -> int:
+    if options.segment is None:
+        return model.segment
+    return max(1, int(options.segment * model.samplerate))
+
+
+def _demucs_plan(
     model: SeparationModel, length: int, delay: int, options: EngineOptions
-) -> tuple[list[_Chunk], torch.Tensor]:
-    """Chunk grid of one pass over a track of ``length`` samples delayed by ``delay``."""
-    segment = model.segment if options.segment is None else int(options.segment * model.samplerate)
+) -> list[_Chunk]:
+    """Chunk grid of ``demucs.apply.apply_model`` over ``length`` samples delayed by ``delay``."""
+    segment = _segment(model, options)
     overlap = model.overlap if options.overlap is None else options.overlap
     stride = max(1, int((1 - overlap) * segment))
+    window = chunk_window(model.window, segment, model.transition_power)
     virtual = length + delay
     chunks = []
     for offset in range(0, virtual, stride):
         size = min(segment, virtual - offset)
         need = model.valid_length(size, segment)
         start = offset - delay
-        chunks.append(_Chunk(start, size, start - (need - size) // 2, need))
-    return chunks, chunk_window(model.window, segment, model.transition_power)
+        first = start - (need - size) // 2
+        chunks.append(_Chunk(start, size, first, need, window, first))
+    return chunks
+
+
+def _msst_plan(
+    model: SeparationModel, length: int, delay: int, options: EngineOptions
+) -> list[_Chunk]:
+    """Chunk grid of MSST's ``demix`` over ``length`` samples delayed by ``delay``."""
+    chunk = _segment(model, options)
+    if options.overlap is None:
+        step = max(1, chunk // max(1, model.num_overlap))
+    else:
+        step = max(1, round(chunk * (1 - options.overlap)))
+    border = chunk - step
+    # demix mirrors the track only when it is longer than both borders together.
+    pad = border if border > 0 and length > 2 * border else 0
+    fade = msst_fade_length(chunk, step)
+    windows = {
+        (fade_in, fade_out): fade_window(chunk, fade, fade_in=fade_in, fade_out=fade_out)
+        for fade_in in (False, True)
+        for fade_out in (False, True)
+    }
+    virtual = length + 2 * pad + delay
+    chunks = []
+    for offset in range(0, virtual, step):
+        count = min(chunk, virtual - offset)
+        start = offset - pad - delay
+        tail = "reflect" if count > chunk // 2 else "constant"
+        window = windows[offset > 0, offset + step < virtual]
+        index = _msst_index(start, count, chunk, tail, length)
+        source = start if index is None else int(index.min())
+        chunks.append(_Chunk(start, count, start, chunk, window, source, tail))
+    return chunks
+
+
+def _mdx_plan(
+    model: SeparationModel, length: int, delay: int, options: EngineOptions
+) -> list[_Chunk]:
+    """Chunk grid of UVR's MDX-Net ``demix`` over ``length`` samples delayed by ``delay``.
+
+    ``model.valid_length(segment, segment)`` rounds the segment to a chunk the network's
+    STFT frames fit; ``model.trim`` is the zeros ``demix`` puts before the track.
+    """
+    chunk = model.valid_length(_segment(model, options), _segment(model, options))
+    trim = model.trim
+    generated = chunk - 2 * trim
+    if generated <= 0:
+        raise ValueError(f"a chunk of {chunk} samples is too short for a trim of {trim}")
+    overlap = model.overlap if options.overlap is None else options.overlap
+    step = max(1, int((1 - overlap) * chunk))
+    virtual = length + delay
+    padded = trim + virtual + generated + trim - virtual % generated
+    windows: dict[int, torch.Tensor] = {}
+    chunks = []
+    for offset in range(0, padded, step):
+        size = min(chunk, padded - offset)
+        if size not in windows:
+            windows[size] = (
+                torch.hann_window(size, periodic=False, dtype=torch.float64).float()
+                if overlap != 0
+                else torch.ones(size)
+            )
+        start = offset - trim - delay
+        chunks.append(_Chunk(start, size, start, chunk, windows[size], start, head=True))
+    return chunks
+
+
+_PLANS = {"demucs": _demucs_plan, "msst": _msst_plan, "mdx": _mdx_plan}
+"""Planner of each of :data:`dsu.archs.base.FRAMINGS`."""
+
+
+def _plan(model: SeparationModel, length: int, delay: int, options: EngineOptions) -> list[_Chunk]:
+    """Chunk grid of one pass over a track of ``length`` samples delayed by ``delay``."""
+    plan = _PLANS.get(model.framing)
+    if plan is None:
+        raise ValueError(f"unknown framing {model.framing!r}; expected one of {FRAMINGS}")
+    return plan(model, length, delay, options)
 
 
 def _passes(bag: Bag, stem_rows: list[int], length: int, options: EngineOptions) -> list[_Pass]:
@@ -215,16 +404,24 @@ def _passes(bag: Bag, stem_rows: list[int], length: int, options: EngineOptions)
         max_shift = int(options.max_shift * member.samplerate)
         delays = [max_shift - rng.randint(0, max_shift) for _ in range(options.shifts)] or [0]
         for delay in delays:
-            chunks, window = _plan(member, length, delay, options)
-            passes.append(_Pass(index, member, chunks, window, stem_rows))
+            passes.append(_Pass(index, member, _plan(member, length, delay, options), stem_rows))
     return passes
 
 
 def _forward(
-    model: SeparationModel, batch: torch.Tensor, device: torch.device, precision: str
+    model: SeparationModel,
+    batch: torch.Tensor,
+    device: torch.device,
+    precision: str,
+    starts: list[int],
+    length: int,
 ) -> torch.Tensor:
+    """Run one batch; a ``positional`` model is also told where each chunk's input starts
+    in the track and the track's length (``forward_at``)."""
     try:
         with torch.inference_mode(), precision_context(device, precision):
+            if getattr(model, "positional", False):
+                return model.forward_at(batch.to(device), starts, length).float().cpu()
             return model(batch.to(device)).float().cpu()
     except torch.OutOfMemoryError as exc:
         raise OutOfMemory(
@@ -281,15 +478,23 @@ def separate_stream(
             raise Cancelled("separation cancelled")
         current = min((p for p in passes if not p.done), key=lambda p: p.chunks[p.next].start)
         batch = [current.chunks[current.next]]
-        while len(batch) < options.batch_size and current.next + len(batch) < len(current.chunks):
+        limit = options.batch_size or current.model.batch_size or 1
+        while len(batch) < limit and current.next + len(batch) < len(current.chunks):
             candidate = current.chunks[current.next + len(batch)]
             if candidate.input_length != batch[0].input_length:
                 break
             batch.append(candidate)
-        inputs = torch.stack([buffer.get(c.input_start, c.input_length) for c in batch])
-        outputs = _forward(current.model, inputs, device, options.precision)
+        inputs = torch.stack([c.read(buffer) for c in batch])
+        outputs = _forward(
+            current.model,
+            inputs,
+            device,
+            options.precision,
+            [c.input_start for c in batch],
+            length,
+        )
         for chunk, out in zip(batch, outputs, strict=True):
-            current.add(chunk, center_trim(out[rows], chunk.length), length)
+            current.add(chunk, chunk.kept(out[rows]), length)
         current.next += len(batch)
         done_chunks += len(batch)
         if progress is not None:
@@ -333,7 +538,7 @@ def separate_array(
 
     array = mix.detach().cpu().float().numpy()
     blocks = (array[:, i : i + block] for i in range(0, length, block))
-    stats = TrackStats.of(mix.float()) if bag.normalize else None
+    stats = array_stats(bag, array) if bag.normalize else None
     separate_stream(
         model,
         blocks,

@@ -1,18 +1,29 @@
 """The catalog: well-known public models with their official URLs and checksums.
 
-The built-in catalog is the package data ``dsu/registry/catalog/*.json``; a site may add
-its own with ``dsu models pull --catalog FILE``. A catalog file::
+The built-in catalog is the package data ``dsu/registry/catalog/*.json`` (with the configs
+it ships in ``dsu/registry/catalog/configs/``); a site may add its own with
+``dsu models pull --catalog FILE`` (its shipped configs in a ``configs/`` folder beside the
+file). A catalog file::
 
-    {"version": 1, "models": {"htdemucs": {
+    {"version": 1, "source": "where the facts come from",
+     "models": {"htdemucs": {
         "arch": "demucs", "weights": ["955717e8-8726e21a.th"],
         "url": {"955717e8-8726e21a.th": "https://..."},
         "sha256": {"955717e8-8726e21a.th": "8726e21a"},
         "stems": [...], "bag": {"models": ["955717e8"]}, "config": null,
-        "license": "MIT", "description": "...", "aliases": [], "requires": null}}}
+        "license": "MIT", "description": "...", "aliases": [], "requires": null,
+        "sdr": {"vocals": 9.2}, "metrics": [{"stem": "vocals", "sdr": 8.2,
+            "dataset": "Multisong", "source": "..."}], "source": "..."}}}
 
-Every file to fetch needs a URL and a sha256 (full or prefix): nothing unverified is ever
-installed. ``bag`` is a Demucs bag definition, written as ``configs/<name>.yaml`` by pull;
-``config`` instead names a config file fetched like a weight.
+Every weight needs a URL. ``config`` names a config file: one with a URL is fetched like a
+weight; one without is shipped with the catalog and copied by pull. ``bag`` (Demucs only)
+is a bag definition written as ``configs/<name>.yaml`` by pull. A sha256 (full digest or a
+hex prefix) is given where the publisher's digest is known and then checked on download;
+where it is not known (most community checkpoints publish none) it is left out and pull
+records the digest of what it downloaded, so any later change to the file is still caught
+when the model loads. ``sdr`` is the headline SDR per stem as the authors publish it (often
+in the file name, on their own validation set); ``metrics`` are further published scores,
+each naming its dataset and source.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +54,13 @@ FIELDS = (
     "description",
     "aliases",
     "requires",
+    "sdr",
+    "metrics",
+    "source",
 )
+METRIC_FIELDS = ("stem", "sdr", "dataset", "source")
+CONFIGS = "configs"
+"""The folder beside a catalog file that holds the configs it ships."""
 
 
 @dataclass(frozen=True)
@@ -51,9 +69,15 @@ class CatalogEntry:
 
     Attributes:
         weights: checkpoint file names, in the order the family expects.
-        config: a config file name to fetch (into ``configs/``), or None.
+        config: the config file name (installed into ``configs/``), or None.
         bag: a Demucs bag definition (``models``, optional ``weights`` and ``segment``).
-        url, sha256: by file name, for every file in ``weights`` and ``config``.
+        url: by file name, for every weight and a fetched config.
+        sha256: by file name, where the publisher's digest is known.
+        shipped_config: the config file shipped with the catalog, when it is not fetched.
+        sdr: published SDR in dB by stem.
+        metrics: further published scores (``stem``, ``sdr``, ``dataset``, ``source``).
+        source: where the entry's facts come from.
+        files: the files pull fetches (weights, then a fetched config).
     """
 
     name: str
@@ -68,38 +92,60 @@ class CatalogEntry:
     description: str = ""
     aliases: tuple[str, ...] = ()
     requires: str | None = None
+    shipped_config: Traversable | None = None
+    sdr: dict[str, float] = field(default_factory=dict)
+    metrics: tuple[dict[str, Any], ...] = ()
+    source: str = ""
     files: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "files", self.weights + ((self.config,) if self.config else ()))
+        fetched = (self.config,) if self.config and self.shipped_config is None else ()
+        object.__setattr__(self, "files", self.weights + fetched)
 
 
 class Catalog:
     """Pullable models by name; look-ups accept aliases."""
 
     def __init__(self, entries: Mapping[str, CatalogEntry]) -> None:
+        """Raises RegistryError when an alias is also a model name or another model's alias."""
         self._entries = dict(entries)
-        self._aliases = {a: e.name for e in self._entries.values() for a in e.aliases}
-        self._by_file = {f: e for e in self._entries.values() for f in e.files}
+        self._aliases: dict[str, str] = {}
+        for entry in self._entries.values():
+            for alias in entry.aliases:
+                owner = self._aliases.get(alias) or (alias if alias in self._entries else None)
+                if owner is not None:
+                    raise RegistryError(
+                        f"catalog: the alias {alias!r} of {entry.name!r} is already the name "
+                        f"or an alias of {owner!r}"
+                    )
+                self._aliases[alias] = entry.name
+        self._by_file = {f: e for e in self._entries.values() for f in e.weights}
 
     @classmethod
-    def from_dict(cls, data: object, source: str) -> Catalog:
-        """Validate a decoded catalog document; errors name ``source`` and the field."""
+    def from_dict(cls, data: object, source: str, configs: Traversable | None = None) -> Catalog:
+        """Validate a decoded catalog document; errors name ``source`` and the field.
+
+        Args:
+            data: the decoded JSON.
+            source: what error messages call the document.
+            configs: the folder of the configs the catalog ships (None: it ships none).
+        """
         if not isinstance(data, dict) or data.get("version") != 1:
             raise RegistryError(f"{source}: not a catalog (expected an object with version 1)")
         models = data.get("models")
         if not isinstance(models, dict):
             raise RegistryError(f"{source}: models: must be an object of name: entry")
-        return cls({name: _parse(name, raw, source) for name, raw in models.items()})
+        return cls({name: _parse(name, raw, source, configs) for name, raw in models.items()})
 
     @classmethod
     def load(cls, path: Path) -> Catalog:
-        """Read a catalog JSON file."""
+        """Read a catalog JSON file (its shipped configs in ``configs/`` beside it)."""
+        path = Path(path)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RegistryError(f"{path}: cannot read the catalog: {exc}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(data, str(path), path.parent / CONFIGS)
 
     def merged(self, other: Catalog) -> Catalog:
         """This catalog with ``other``'s entries added (``other`` wins on a name clash)."""
@@ -116,7 +162,8 @@ class Catalog:
         return self._entries.get(self._aliases.get(name, name))
 
     def by_file(self, file_name: str) -> CatalogEntry | None:
-        """The entry that ships a file of this name (Demucs names carry a checksum)."""
+        """The entry whose weights include a file of this name (Demucs names carry a
+        checksum)."""
         return self._by_file.get(file_name)
 
     def close_names(self, name: str) -> list[str]:
@@ -125,17 +172,27 @@ class Catalog:
 
 @functools.lru_cache(maxsize=1)
 def builtin_catalog() -> Catalog:
-    """The catalog shipped with dsu (``dsu/registry/catalog/*.json``)."""
-    catalog = Catalog({})
+    """The catalog shipped with dsu (``dsu/registry/catalog/*.json``).
+
+    Raises:
+        RegistryError: two files define the same model name (a packaging bug).
+    """
+    entries: dict[str, CatalogEntry] = {}
     folder = resources.files("dsu.registry") / "catalog"
     for item in sorted(folder.iterdir(), key=lambda p: p.name):
         if item.name.endswith(".json"):
             data = json.loads(item.read_text(encoding="utf-8"))
-            catalog = catalog.merged(Catalog.from_dict(data, f"dsu catalog {item.name}"))
-    return catalog
+            part = Catalog.from_dict(data, f"dsu catalog {item.name}", folder / CONFIGS)
+            for entry in part.entries():
+                if entry.name in entries:
+                    raise RegistryError(
+                        f"dsu catalog {item.name}: model {entry.name!r} is defined twice"
+                    )
+                entries[entry.name] = entry
+    return Catalog(entries)
 
 
-def _parse(name: str, raw: object, source: str) -> CatalogEntry:
+def _parse(name: str, raw: object, source: str, configs: Traversable | None) -> CatalogEntry:
     where = f"{source}: models.{name}"
     check_name(name, source, f"models.{name}")
     if not isinstance(raw, dict):
@@ -160,11 +217,27 @@ def _parse(name: str, raw: object, source: str) -> CatalogEntry:
     url, sha256 = raw.get("url", {}), raw.get("sha256", {})
     if not isinstance(url, dict) or not isinstance(sha256, dict):
         raise RegistryError(f"{where}: url and sha256 must be objects of file: value")
-    for file_name in [*weights, *([config] if config else [])]:
-        if not isinstance(url.get(file_name), str):
+    shipped = None
+    if config is not None and config not in url:
+        shipped = configs / config if configs is not None else None
+        if shipped is None or not shipped.is_file():
+            raise RegistryError(
+                f"{where}.config: {config!r} has no URL and is not shipped in the catalog's "
+                f"{CONFIGS}/ folder"
+            )
+    fetched = [*weights, *([config] if config and shipped is None else [])]
+    for file_name in fetched:
+        if not isinstance(url.get(file_name), str) or not url[file_name]:
             raise RegistryError(f"{where}.url: no URL for {file_name!r}")
-        if not is_digest(sha256.get(file_name)):
-            raise RegistryError(f"{where}.sha256: no valid sha256 for {file_name!r}")
+    sha256 = {k: v for k, v in sha256.items() if v != ""}
+    for file_name, value in sha256.items():
+        if file_name not in fetched:
+            raise RegistryError(f"{where}.sha256: {file_name!r} is not a file to fetch")
+        if not is_digest(value):
+            raise RegistryError(
+                f"{where}.sha256.{file_name}: {value!r} is not a lowercase hex sha256 "
+                "(full digest or a prefix of at least 8 hex digits; leave it out when unknown)"
+            )
     return CatalogEntry(
         name=name,
         arch=raw["arch"],
@@ -178,7 +251,36 @@ def _parse(name: str, raw: object, source: str) -> CatalogEntry:
         description=raw.get("description") or "",
         aliases=tuple(raw.get("aliases", [])),
         requires=raw.get("requires"),
+        shipped_config=shipped,
+        sdr=_sdr(raw.get("sdr", {}), where),
+        metrics=_metrics(raw.get("metrics", []), where),
+        source=raw.get("source") or "",
     )
+
+
+def _sdr(value: object, where: str) -> dict[str, float]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and _number(v) for k, v in value.items()
+    ):
+        raise RegistryError(f"{where}.sdr: must be an object of stem: SDR in dB")
+    return {k: float(v) for k, v in value.items()}
+
+
+def _metrics(value: object, where: str) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list):
+        raise RegistryError(f"{where}.metrics: must be a list of objects")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) - set(METRIC_FIELDS):
+            raise RegistryError(
+                f"{where}.metrics[{i}]: must be an object of {', '.join(METRIC_FIELDS)}"
+            )
+        if not (isinstance(item.get("stem"), str) and _number(item.get("sdr"))):
+            raise RegistryError(f"{where}.metrics[{i}]: needs a 'stem' and a numeric 'sdr'")
+    return tuple(dict(item) for item in value)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _plain_name(value: object) -> bool:

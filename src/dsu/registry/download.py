@@ -4,8 +4,9 @@ The bytes go to ``.<name>.part`` beside the target. An interrupted HTTP transfer
 part and the next attempt asks for the rest with a ``Range`` request (starting over when
 the server ignores it). The sha256 (full digest or prefix) is checked before the part is
 renamed to its final name, so a file under its final name is always a complete, verified
-one; a mismatch deletes the part. Only the standard library is used, so the core install
-can pull models.
+one; a mismatch deletes the part. A file whose publisher gives no sha256 is still only
+renamed once complete, and its digest is returned so that the registry can record it.
+Only the standard library is used, so the core install can pull models.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from dsu import __version__
 from dsu.errors import ChecksumMismatch, DownloadError
+from dsu.registry import digests
 from dsu.registry.checksum import CHUNK, file_sha256, matches
 
 Progress = Callable[[str, int, int | None], None]
@@ -42,21 +44,26 @@ def part_path(dest: Path) -> Path:
 def fetch(
     source: str | Path,
     dest: Path,
-    expected_sha256: str,
+    expected_sha256: str | None,
     *,
     timeout: float = 30.0,
     retries: int = 3,
     progress: Progress | None = None,
-) -> Path:
+) -> str:
     """Fetch ``source`` (an http(s) URL or a local file) to ``dest``, verified.
 
     Args:
         source: where the bytes are.
         dest: the final path; its folder must exist.
-        expected_sha256: full hex digest or a hex prefix.
+        expected_sha256: full hex digest or a hex prefix; None when the publisher gives
+            none (the file is then installed unchecked, and its digest returned).
         timeout: seconds to wait for the server at any one point.
         retries: attempts; each one resumes where the last one stopped.
         progress: called as bytes arrive.
+
+    Returns:
+        The full sha256 of the installed file (also remembered by
+        :mod:`dsu.registry.digests`, so loading it next does not hash it again).
 
     Raises:
         DownloadError: HTTP error (with status and URL), unreachable host, or a transfer
@@ -69,14 +76,15 @@ def fetch(
     else:
         _download(source, part, dest.name, timeout=timeout, retries=retries, progress=progress)
     actual = file_sha256(part)
-    if not matches(actual, expected_sha256):
+    if expected_sha256 is not None and not matches(actual, expected_sha256):
         part.unlink(missing_ok=True)
         raise ChecksumMismatch(
             f"{dest.name}: sha256 mismatch: expected {expected_sha256}, got {actual} "
             f"(from {source}); the download was deleted"
         )
     os.replace(part, dest)
-    return dest
+    digests.remember(dest, actual)
+    return actual
 
 
 def _download(

@@ -24,6 +24,9 @@ class ModelEntry:
             e.g. a bag's ``weights`` and ``segment``.
         requires: the ``dsu`` extra the family needs beyond the core install
             (``"quantized"`` for diffq-compressed Demucs models), or None.
+        allow_checksum_mismatch: load the model even when a file's sha256 differs from
+            ``sha256`` (``models.json`` ``"allow_checksum_mismatch": true``, for a checkpoint
+            changed on purpose); off by default.
     """
 
     name: str
@@ -38,3 +41,4 @@ class ModelEntry:
     aliases: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
     requires: str | None = None
+    allow_checksum_mismatch: bool = False

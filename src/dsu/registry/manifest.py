@@ -36,6 +36,7 @@ ENTRY_FIELDS = (
     "aliases",
     "options",
     "requires",
+    "allow_checksum_mismatch",
 )
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
@@ -238,6 +239,9 @@ def _parse_entry(name: str, raw: object, root: Path, source: str) -> ModelEntry:
     options = raw.get("options", {})
     if not isinstance(options, dict):
         raise RegistryError(f"{source}: {where}.options: must be an object")
+    allow_mismatch = raw.get("allow_checksum_mismatch", False)
+    if not isinstance(allow_mismatch, bool):
+        raise RegistryError(f"{source}: {where}.allow_checksum_mismatch: must be true or false")
     return ModelEntry(
         name=name,
         arch=arch,
@@ -251,6 +255,7 @@ def _parse_entry(name: str, raw: object, root: Path, source: str) -> ModelEntry:
         aliases=tuple(aliases),
         options=options,
         requires=_opt_str(raw.get("requires"), source, f"{where}.requires"),
+        allow_checksum_mismatch=allow_mismatch,
     )
 
 

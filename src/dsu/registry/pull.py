@@ -1,10 +1,13 @@
 """``pull``: install a catalog model into a models directory.
 
 Weights go to ``weights/``, configs to ``configs/`` (a Demucs bag definition is written as
-``configs/<name>.yaml``), then the entry is added to ``models.json``. Files come from their
-official URL or from a mirror: a local directory holding the files by name (also in its
-``weights/`` or ``configs/`` folder, so another models directory works as a mirror) or a
-base URL. Files already present with the right checksum are not fetched again.
+``configs/<name>.yaml``, a config shipped with the catalog is copied), then the entry is
+added to ``models.json``. Files come from their official URL or from a mirror: a local
+directory holding the files by name (also in its ``weights/`` or ``configs/`` folder, so
+another models directory works as a mirror) or a base URL. Files already present with the
+right checksum are not fetched again. ``models.json`` records the sha256 of every installed
+file: the catalog's where it has one, else the digest of what was downloaded, so a file
+damaged later is refused when the model loads.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 import yaml
 
 from dsu.errors import DownloadError, ModelNotFound
+from dsu.registry import digests
 from dsu.registry.catalog import Catalog, CatalogEntry, builtin_catalog
-from dsu.registry.checksum import file_sha256, matches
+from dsu.registry.checksum import matches
 from dsu.registry.download import Progress, fetch
 from dsu.registry.entry import ModelEntry
 from dsu.registry.manifest import MANIFEST, VERSION, locked, read_manifest, write_manifest
@@ -73,25 +77,35 @@ def pull(
     with locked(root):
         # Read the current registry first: an invalid models.json fails before any download.
         document = _current_document(root)
+        installed = document["models"].get(item.name, {}).get("sha256", {})
+        recorded: dict[str, str] = {}
         for file_name in item.files:
             folder = root / ("configs" if file_name == item.config else "weights")
             folder.mkdir(exist_ok=True)
             dest = folder / file_name
-            expected = item.sha256[file_name]
-            if dest.is_file() and matches(file_sha256(dest), expected):
+            # Without a published digest, the one recorded by an earlier pull says whether
+            # the file on disk is still the one that was downloaded.
+            expected = item.sha256.get(file_name) or installed.get(file_name)
+            if dest.is_file() and expected and matches(digests.digest(dest), expected):
+                recorded[file_name] = digests.digest(dest)
                 continue
-            fetch(
+            recorded[file_name] = fetch(
                 _source(file_name, item.url[file_name], mirror),
                 dest,
-                expected,
+                item.sha256.get(file_name),
                 timeout=config.timeout,
                 retries=config.retries,
                 progress=progress,
             )
+        if item.shipped_config is not None and item.config is not None:
+            (root / "configs").mkdir(exist_ok=True)
+            dest = root / "configs" / item.config
+            _write_bytes(dest, item.shipped_config.read_bytes())
+            recorded[item.config] = digests.rehash(dest)
         if item.bag is not None:
             (root / "configs").mkdir(exist_ok=True)
-            _write_text(root / "configs" / f"{item.name}.yaml", yaml.safe_dump(item.bag))
-        document["models"][item.name] = _manifest_entry(item)
+            _write_bytes(root / "configs" / f"{item.name}.yaml", yaml.safe_dump(item.bag).encode())
+        document["models"][item.name] = _manifest_entry(item, recorded)
         document["default"] = document.get("default") or item.name
         write_manifest(root, document, reserved=BUILTIN)
     return Registry.open(root, catalog=catalog).resolve(item.name)
@@ -110,13 +124,15 @@ def _current_document(root: Path) -> dict[str, Any]:
     return document
 
 
-def _manifest_entry(item: CatalogEntry) -> dict[str, Any]:
+def _manifest_entry(item: CatalogEntry, recorded: dict[str, str]) -> dict[str, Any]:
+    """The ``models.json`` entry; ``recorded`` are the digests of the installed files (the
+    catalog's own digest, a Demucs prefix for instance, is kept where it has one)."""
     entry: dict[str, Any] = {
         "arch": item.arch,
         "weights": [f"weights/{f}" for f in item.weights],
         "config": f"configs/{item.config}" if item.config else None,
         "stems": list(item.stems),
-        "sha256": dict(item.sha256),
+        "sha256": {**recorded, **item.sha256},
         "url": dict(item.url),
         "license": item.license,
         "description": item.description,
@@ -157,7 +173,7 @@ def _source(file_name: str, url: str, mirror: str | Path | None) -> str | Path:
     raise DownloadError(f"{file_name}: not found in the mirror directory {folder}")
 
 
-def _write_text(path: Path, text: str) -> None:
+def _write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)

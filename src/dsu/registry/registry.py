@@ -18,6 +18,7 @@ from dsu.registry.entry import ModelEntry
 from dsu.registry.manifest import MANIFEST, Manifest, parse_manifest, read_manifest
 from dsu.registry.scan import Warn, scan
 from dsu.registry.settings import default_models_dir
+from dsu.registry.verify import ensure_checksums
 
 BUILTIN: dict[str, ModelEntry] = {
     "center": ModelEntry(
@@ -156,13 +157,21 @@ class Registry:
             "(`dsu models list` shows the models you can use)"
         )
 
-    def resolve(self, name: str | None = None) -> ModelEntry:
+    def resolve(
+        self, name: str | None = None, *, allow_checksum_mismatch: bool = False
+    ) -> ModelEntry:
         """The entry for a name or alias (None: the default, else ``center``), with absolute
-        paths, after checking its files exist.
+        paths, after checking its files exist and match the sha256 the registry records.
+
+        Args:
+            name: model name or alias.
+            allow_checksum_mismatch: return the entry even when a file's sha256 differs
+                (the explicit override of ``--allow-checksum-mismatch``).
 
         Raises:
             ModelNotFound: unknown name (with close names), a catalog model not pulled yet,
                 or a listed model whose weight or config file is missing.
+            ChecksumMismatch: a file's digest differs from the recorded one.
         """
         entry = self.lookup(name)
         missing = self.missing_files(entry)
@@ -172,6 +181,7 @@ class Registry:
                 f"`dsu models pull {entry.name}` fetches catalog models again, "
                 "`dsu models verify` checks the whole directory"
             )
+        ensure_checksums(entry, allow_mismatch=allow_checksum_mismatch)
         return entry
 
     @staticmethod

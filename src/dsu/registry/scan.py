@@ -1,16 +1,16 @@
 """Infer a ``models.json`` for a directory of checkpoints in the layouts users already have.
 
 Recognised (looking in the directory itself and its ``weights/``, ``configs/`` and
-``model_data/`` folders, not deeper):
+``model_data/`` folders, and UVR's ``model_data/mdx_c_configs/``, not deeper):
 
 - Demucs repo: ``<sig>-<sha256 prefix>.th`` packages and bag ``<name>.yaml`` files
   (``models: [sig, ...]``, optional ``weights`` and ``segment``), the layout
   ``demucs --repo DIR`` reads. A bag becomes the entry ``<name>``; a ``.th`` no bag uses
   becomes the entry ``<sig>``. Stems come from the package's ``kwargs["sources"]``.
 - MSST (ZFTurbo's Music-Source-Separation-Training): ``<x>.ckpt|.pth|.safetensors``
-  beside ``<x>.yaml``; the family is read from the yaml's ``model`` keys
-  (``freqs_per_bands``: bs_roformer, ``num_bands``: mel_band_roformer, ``num_subbands``:
-  mdx23c), the stems from ``training``.
+  beside ``<x>.yaml``; the family is ``training.model_type`` when the yaml names one, else
+  what its ``model`` keys say (each family's recogniser in :mod:`dsu.archs.families`), the
+  stems from ``training``.
 - UVR: ``*.onnx`` (MDX-Net) and ``*.pth`` (VR) with parameters found by UVR's model hash in
   any ``*.json`` model-data file of those folders.
 
@@ -31,6 +31,8 @@ from typing import Any
 
 import yaml
 
+from dsu.archs.families import msst_arch
+from dsu.archs.msst_config import ConfigLoader, config_stems
 from dsu.errors import RegistryError
 from dsu.registry.catalog import Catalog, builtin_catalog
 from dsu.registry.checksum import demucs_name
@@ -38,7 +40,7 @@ from dsu.registry.manifest import MANIFEST, VERSION, write_manifest
 
 Warn = Callable[[str], None]
 
-FOLDERS = ("", "weights", "configs", "model_data")
+FOLDERS = ("", "weights", "configs", "model_data", "model_data/mdx_c_configs", "mdx_c_configs")
 CHECKPOINTS = (".ckpt", ".pth", ".safetensors")
 # UVR identifies a model by the md5 of its last 10 000 KiB (the whole file if smaller).
 UVR_HASH_TAIL = 10000 * 1024
@@ -75,7 +77,7 @@ def scan(root: Path, *, catalog: Catalog | None = None, warn: Warn | None = None
 
     bags = _demucs(root, files, yamls, catalog, warn, models)
     _msst(root, files, yamls, warn, models)
-    _uvr(root, files, warn, models)
+    _uvr(root, files, yamls, warn, models)
 
     default = None
     if "htdemucs" in models:
@@ -230,7 +232,7 @@ def _msst(
             continue
         config = by_stem[Path(rel).stem]
         data = yamls[config]
-        arch = _msst_arch(data)
+        arch = msst_arch(data)
         if arch == "unknown":
             warn(f"{root / config}: cannot tell the model family from this config; arch unknown")
         name = _unique(_entry_name(Path(rel).stem), models)
@@ -238,37 +240,26 @@ def _msst(
             "arch": arch,
             "weights": rel,
             "config": config,
-            "stems": _msst_stems(data),
+            "stems": _msst_stems(data, root / config, warn),
         }
 
 
-def _msst_arch(config: object) -> str:
-    model = config.get("model") if isinstance(config, dict) else None
-    if not isinstance(model, dict):
-        return "unknown"
-    if "freqs_per_bands" in model:
-        return "bs_roformer"
-    if "num_bands" in model:
-        return "mel_band_roformer"
-    if "num_subbands" in model and "num_scales" in model:
-        return "mdx23c"
-    return "unknown"
-
-
-def _msst_stems(config: object) -> list[str]:
-    training = config.get("training") if isinstance(config, dict) else None
-    if not isinstance(training, dict):
+def _msst_stems(config: object, source: Path, warn: Warn) -> list[str]:
+    """The stems an MSST config names (with the residual stem); [] when it has no
+    ``training`` section, [] with a warning when that section is malformed."""
+    if not isinstance(config, dict) or "training" not in config:
         return []
-    target = training.get("target_instrument")
-    if isinstance(target, str) and target:
-        return [target]
-    instruments = training.get("instruments")
-    return list(instruments) if _is_str_list(instruments) else []
+    try:
+        return config_stems(config, source)
+    except RegistryError as exc:
+        warn(f"{exc.message}; stems unknown")
+        return []
 
 
 def _uvr(
     root: Path,
     files: list[str],
+    yamls: dict[str, Any],
     warn: Warn,
     models: dict[str, dict[str, Any]],
 ) -> None:
@@ -284,7 +275,7 @@ def _uvr(
     if not candidates:
         return
     model_data = _uvr_model_data(root, files)
-    yaml_names = {Path(rel).name: rel for rel in files if rel.endswith((".yaml", ".yml"))}
+    yaml_names = {Path(rel).name: rel for rel in yamls}
     for rel in candidates:
         digest = uvr_hash(root / rel)
         params = model_data.get(digest)
@@ -296,8 +287,12 @@ def _uvr(
         if suffix == ".onnx":
             entry["arch"] = "mdx"
         elif params is not None and "config_yaml" in params:
-            entry["arch"] = "mdx23c"
+            # UVR's MDX-C models (MDX23C and the RoFormers) name an MSST-style yaml.
             entry["config"] = yaml_names.get(str(params["config_yaml"]))
+            config = yamls.get(entry["config"]) if entry["config"] else None
+            entry["arch"] = msst_arch(config) if config is not None else "mdx23c"
+            stems = _msst_stems(config, root / entry["config"], warn) if config else []
+            entry["stems"] = stems or entry["stems"]
         elif suffix == ".pth" and params is not None and "vr_model_param" in params:
             entry["arch"] = "vr"
         if params is None:
@@ -354,19 +349,9 @@ def _files(root: Path) -> list[str]:
     return found
 
 
-class _TolerantLoader(yaml.SafeLoader):
-    """SafeLoader that also reads ``!!python/tuple`` (as a list): MSST configs use it."""
-
-
-_TolerantLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple",
-    lambda loader, node: loader.construct_sequence(node),
-)
-
-
 def _read_yaml(path: Path, warn: Warn) -> Any:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_TolerantLoader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         warn(f"{path}: unreadable YAML, ignored ({exc!s:.200})")
         return None

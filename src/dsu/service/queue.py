@@ -2,7 +2,8 @@
 
 :class:`LocalQueue` is the embedded default: a SQLite job store, local result files, the
 in-process :class:`~dsu.service.runner.Runner` and a webhook dispatcher, all in one
-server process that owns its data dir (a lock file keeps a second server out). A
+server process that owns its data dir (:mod:`dsu.service.datadir` keeps a second server
+out). A
 scale-out backend (Celery on Redis, shared storage) implements the same interface.
 """
 
@@ -17,33 +18,36 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
-from dsu.errors import DSUError
+from dsu.service.datadir import DataDirLock, claim_data_dir
 from dsu.service.fetch import AddressPolicy, Fetcher
-from dsu.service.jobs import TERMINAL, Job, JobSpec, JobStore, QueueFull, SqliteJobStore, new_key
+from dsu.service.jobs import TERMINAL, Job, JobSpec, JobStore, QueueFull, new_key
+from dsu.service.messages import PublicText
 from dsu.service.metrics import ServiceMetrics
 from dsu.service.runner import Runner
 from dsu.service.settings import Settings
+from dsu.service.sqlite_store import SqliteJobStore
 from dsu.service.storage import LocalStorage, ResultStorage
 from dsu.service.webhooks import Signer, WebhookDispatcher, load_or_create_secret
 
 log = logging.getLogger("dsu.service.queue")
 
 
-class DataDirBusy(DSUError):
-    """Another server process holds the data dir."""
-
-    code = "bad_request"
-
-
 @dataclass(frozen=True)
 class WorkerStatus:
-    """What ``/health`` reports of the worker: its device, the loaded model, a load error."""
+    """What ``/health`` reports of the worker.
+
+    Attributes:
+        device: where models run.
+        model_loaded: the model kept warm, if any.
+        default_model: ``loading`` while the default model loads, ``ready`` once it has,
+            ``failed`` when it cannot (``load_error`` says why).
+        load_error: why the default model did not load, in a client's words.
+    """
 
     device: str
     model_loaded: str | None
+    default_model: str
     load_error: str | None
 
 
@@ -54,8 +58,16 @@ class JobQueue(ABC):
     metrics: ServiceMetrics
 
     @abstractmethod
-    def start(self, loop: asyncio.AbstractEventLoop, warm_model: str | None = None) -> None:
-        """Start the workers; ``warm_model`` is loaded before the first job."""
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        warm_model: str | None = None,
+        warm_error: str | None = None,
+    ) -> None:
+        """Start the workers; ``warm_model`` is loaded before the first job.
+
+        ``warm_error``: why there is no default model to load (it did not resolve).
+        """
 
     @abstractmethod
     def stop(self) -> None: ...
@@ -96,29 +108,46 @@ class JobQueue(ABC):
 
 
 class LocalQueue(JobQueue):
-    """SQLite + in-process worker + local files under ``settings.data_dir``."""
+    """SQLite + in-process worker + local files under ``settings.data_dir``.
 
-    def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
+    ``lock``: the data dir, already claimed (``dsu serve`` claims it before uvicorn
+    starts); None claims it here.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        lock: DataDirLock | None = None,
+        text: PublicText | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         data = settings.data_dir
-        data.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _lock_data_dir(data)
+        self._lock = lock or claim_data_dir(data)
         self.store: JobStore = SqliteJobStore(data / "jobs.sqlite3")
         self.storage = LocalStorage(data / "jobs")
         policy = AddressPolicy(settings.allow_private_urls, settings.url_allowlist)
         self.fetcher = Fetcher(policy)
         self.runner = Runner(
-            settings, self.store, self.storage, self.fetcher, metrics, self._finished
+            settings,
+            self.store,
+            self.storage,
+            self.fetcher,
+            metrics,
+            self._finished,
+            text or PublicText(),
         )
+        self.webhook_fetcher = Fetcher(policy)
         self.webhooks = WebhookDispatcher(
             self.store,
-            Fetcher(policy),
+            self.webhook_fetcher,
             Signer(load_or_create_secret(settings.webhook_secret, data)),
             settings.webhook_attempts,
             settings.webhook_backoff,
             settings.webhook_timeout,
             on_result=lambda outcome: metrics.webhooks.labels(outcome).inc(),
+            concurrency=settings.webhook_concurrency,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Event]] = {}
@@ -128,14 +157,19 @@ class LocalQueue(JobQueue):
             target=self._housekeeping, name="dsu-retention", daemon=True
         )
 
-    def start(self, loop: asyncio.AbstractEventLoop, warm_model: str | None = None) -> None:
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        warm_model: str | None = None,
+        warm_error: str | None = None,
+    ) -> None:
         self._loop = loop
         # This process holds the data dir lock: a running job of any other owner belonged
         # to a server that died, so its lease is over now rather than when it times out.
         orphans = self.store.expire_leases(except_owner=self.runner.owner)
         if orphans:
             log.warning("%d job(s) were running when the server stopped; running again", orphans)
-        self.runner.start(warm_model)
+        self.runner.start(warm_model, warm_error)
         self.webhooks.start()
         self._housekeeper.start()
 
@@ -145,8 +179,9 @@ class LocalQueue(JobQueue):
         self.webhooks.stop()
         self._housekeeper.join(2.0)
         self.fetcher.close()
+        self.webhook_fetcher.close()
         self.store.close()
-        self._lock_file.close()
+        self._lock.release()
 
     # -- API side --------------------------------------------------------------------------
 
@@ -220,7 +255,10 @@ class LocalQueue(JobQueue):
                     self._waiters.pop(job_id, None)
 
     def status(self) -> WorkerStatus:
-        return WorkerStatus(self.runner.device, self.runner.model_loaded, self.runner.load_error)
+        runner = self.runner
+        return WorkerStatus(
+            runner.device, runner.model_loaded, runner.default_state, runner.load_error
+        )
 
     # -- worker side -----------------------------------------------------------------------
 
@@ -258,24 +296,3 @@ class LocalQueue(JobQueue):
         if removed:
             log.info("retention: removed %d finished job(s)", removed)
         return removed
-
-
-def _lock_data_dir(data: Path) -> IO[str]:
-    """Hold an exclusive lock on ``data/server.lock`` for the process's lifetime.
-
-    The kernel drops it when the process dies, however it dies, so a restarted server
-    gets it back at once.
-    """
-    handle = open(data / "server.lock", "a+")  # noqa: SIM115 - held open on purpose
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; one server per data dir by convention
-        return handle
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise DataDirBusy(
-            f"another dsu serve is using the data dir {data}; give each server its own DSU_DATA_DIR"
-        ) from None
-    return handle

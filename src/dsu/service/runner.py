@@ -2,8 +2,9 @@
 
 It claims jobs from the store, renews their lease from a heartbeat thread while they
 run, fetches ``audio_url`` inputs, checks the audio, separates with
-:class:`dsu.Separator` and records the outcome with the job's webhook. The event loop
-never waits on any of it.
+:class:`dsu.Separator` (at ``DSU_PRECISION``) and records the outcome with the job's
+webhook. The event loop never waits on any of it. Before the first job it loads the
+default model, and says how that went (:attr:`Runner.default_state`) for ``/health``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dsu.cache import ModelCache
 from dsu.errors import BadAudio, Cancelled, DSUError
+from dsu.progress import ProgressThrottle
+from dsu.service.checks import check_duration, check_encoding
 from dsu.service.fetch import Fetcher
 from dsu.service.jobs import COMPLETED, FAILED, Job, JobStore
+from dsu.service.messages import PublicText
 from dsu.service.metrics import ServiceMetrics
 from dsu.service.schemas import webhook_payload
 from dsu.service.settings import Settings
@@ -33,57 +38,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dsu.service.runner")
 
-
-def check_duration(path: Path, max_duration: float) -> float:
-    """Probe ``path`` (header only, no full decode); raise BadAudio if it is too long."""
-    from dsu import audio
-
-    info = audio.probe(path)
-    if info.duration > max_duration:
-        raise TooLong(
-            f"the audio is {info.duration:.0f} s long; this server accepts at most "
-            f"{max_duration:.0f} s"
-        )
-    return info.duration
-
-
-def public_message(exc: DSUError, path: Path | None, label: str) -> str:
-    """``exc``'s message with the server's file path replaced by what the client sent."""
-    if isinstance(exc, BadAudio) and path is not None and exc.path == str(path):
-        return f"{label}: {exc.problem}"
-    return exc.message.replace(str(path), label) if path is not None else exc.message
-
-
-class TooLong(DSUError):
-    """The decoded audio is longer than the server accepts."""
-
-    code = "audio_too_long"
+# Runner.default_state: the default model is loading, loaded, or cannot be loaded.
+LOADING, READY, FAILED_TO_LOAD = "loading", "ready", "failed"
 
 
 class WarmModels:
-    """The loaded model, kept between jobs; loading another one releases it first.
+    """The models kept loaded between jobs: the warm-model cache the worker also uses.
 
-    One at a time keeps memory within a small instance (4 GB for the seed's Akash
-    profile) whatever the mix of requested models.
+    One at a time by default (loading another releases it first) keeps memory within a
+    small instance (4 GB for the seed's Akash profile) whatever the mix of requested
+    models.
     """
 
-    def __init__(self, models_dir: Path | None, device: str) -> None:
+    def __init__(self, models_dir: Path | None, device: str, max_models: int = 1) -> None:
         self.models_dir = models_dir
         self.device = device
-        self.current: Separator | None = None
+        self.cache = ModelCache(max_models)
+
+    @property
+    def current(self) -> Separator | None:
+        """The most recently used model, None before the first load."""
+        item = self.cache.newest()
+        return item.separator if item is not None else None
 
     def get(self, name: str) -> Separator:
-        if self.current is not None and self.current.name == name:
-            return self.current
-        from dsu.api import Separator
-
-        if self.current is not None:
-            self.current.unload()
-            self.current = None
-        separator = Separator(name, models_dir=self.models_dir, device=self.device)
-        separator.load()
-        self.current = separator
-        return separator
+        """The loaded model ``name`` (a registry name or alias), loading it on a miss."""
+        item, _ = self.cache.acquire(name, models_dir=self.models_dir, device=self.device)
+        return item.separator
 
 
 class _Cancel:
@@ -115,8 +96,10 @@ class Runner:
         fetcher: Fetcher,
         metrics: ServiceMetrics,
         on_finished: Callable[[Job], None],
+        text: PublicText,
     ) -> None:
         self.settings = settings
+        self.text = text
         self.store = store
         self.storage = storage
         self.fetcher = fetcher
@@ -125,6 +108,7 @@ class Runner:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.models = WarmModels(settings.models_dir, settings.device)
         self.average_job_seconds = 10.0
+        self.default_state = LOADING
         self.load_error: str | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -135,12 +119,15 @@ class Runner:
 
     # -- control from the API --------------------------------------------------------------
 
-    def start(self, warm_model: str | None) -> None:
+    def start(self, warm_model: str | None, warm_error: str | None = None) -> None:
+        """Start the thread; it loads ``warm_model`` first (``warm_error``: why there is none)."""
         from dsu.engine.allocator import keep_freed_memory
 
         # Before the thread starts, so that its separations share the tuned main heap.
         keep_freed_memory(share_main_heap=True)
         self._warm_model = warm_model
+        if warm_model is None:
+            self._failed_default(warm_error or "no default model is configured")
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -178,17 +165,33 @@ class Runner:
 
     # -- the thread ------------------------------------------------------------------------
 
+    def _failed_default(self, reason: str) -> None:
+        self.load_error = reason
+        self.default_state = FAILED_TO_LOAD
+        log.error("the default model is unavailable: %s", reason)
+
+    def _load_default(self, name: str) -> None:
+        from dsu.engine import precision_context
+
+        try:
+            separator = self.models.get(name)
+            # The engine's own rule for precision on this device, applied now rather than
+            # at the first job (a no-op context where the pair is fine).
+            with precision_context(separator.device, self.settings.precision):
+                pass
+        except DSUError as exc:
+            self._failed_default(self.text.clean(exc.message))
+            return
+        except Exception:
+            log.exception("could not load the default model")
+            self._failed_default("the default model failed to load (see the server log)")
+            return
+        self.default_state = READY
+        log.info("model %s loaded on %s", name, self.device)
+
     def _loop(self) -> None:
         if self._warm_model:
-            try:
-                self.models.get(self._warm_model)
-                log.info("model %s loaded on %s", self._warm_model, self.device)
-            except DSUError as exc:
-                self.load_error = exc.message
-                log.error("could not load the default model: %s", exc.message)
-            except Exception:
-                self.load_error = "the default model failed to load (see the server log)"
-                log.exception("could not load the default model")
+            self._load_default(self._warm_model)
         while not self._stop.is_set():
             try:
                 job = self.store.claim(self.owner, self.settings.lease_seconds)
@@ -246,7 +249,7 @@ class Runner:
         except DSUError as exc:
             source = self.storage.find_input(job.key)
             label = "audio_url" if job.spec.audio_url else "the uploaded audio"
-            self._finish_failed(job, exc.code, public_message(exc, source, label))
+            self._finish_failed(job, exc.code, self.text.of(exc, source, label))
         except Exception:
             log.exception("job %s failed with an internal error", job.id)
             self._finish_failed(
@@ -273,20 +276,18 @@ class Runner:
             source = partial.replace(target)
         if source is None:
             raise BadAudio("input", "the uploaded audio is missing from the server's storage")
-        check_duration(source, self.settings.max_duration)
+        info = check_duration(source, self.settings.max_duration)
+        check_encoding(spec.output_format, spec.bitrate, info.samplerate, info.channels)
         if cancel():
             raise Cancelled("cancelled before separation")
         self.store.set_progress(job.id, self.owner, "loading model", 0.0)
         separator = self.models.get(spec.model)
         self.storage.remove_outputs(job.key)
-        last = {"at": 0.0, "stage": ""}
-
-        def progress(stage: str, fraction: float) -> None:
-            # A new stage is recorded at once; fractions at most twice a second.
-            now = time.monotonic()
-            if stage != last["stage"] or now - last["at"] >= 0.5:
-                last.update(at=now, stage=stage)
-                self.store.set_progress(job.id, self.owner, stage, float(fraction))
+        # A new stage is recorded at once; fractions at most twice a second.
+        progress = ProgressThrottle(
+            lambda stage, fraction: self.store.set_progress(job.id, self.owner, stage, fraction),
+            0.5,
+        )
 
         result = separator.separate(
             source,
@@ -296,6 +297,7 @@ class Runner:
             bitrate=spec.bitrate if spec.output_format == "mp3" else None,
             progress=progress,
             cancel=cancel,
+            options=dataclasses.replace(separator.options, precision=self.settings.precision),
         )
         files = result.files or {}
         return {

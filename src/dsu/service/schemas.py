@@ -16,10 +16,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dsu.audio.formats import DEFAULT_MP3_BITRATE, OUTPUT_FORMATS
+from dsu.service.checks import MP3_BITRATES
 from dsu.service.jobs import COMPLETED, FAILED, QUEUED, Job
 
-OutputFormat = Literal["mp3", "wav", "flac", "ogg"]
+OutputFormat = Literal[OUTPUT_FORMATS]  # type: ignore[valid-type]
+DEFAULT_FORMAT = "mp3"  # the seed's
 MIME_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}
+assert set(MIME_TYPES) == set(OUTPUT_FORMATS), "a mime type for every output format"
+BITRATE_DOC = (
+    f"kbit/s, for mp3 output; default {DEFAULT_MP3_BITRATE} (the highest the audio's sample "
+    "rate allows); which values a file may use depends on its rate"
+)
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 STEM_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -57,8 +65,10 @@ class SyncRequest(BaseModel):
         min_length=1,
     )
     model: str | None = Field(None, pattern=MODEL_PATTERN, description="default: DEMUCS_MODEL")
-    output_format: OutputFormat = "mp3"
-    mp3_bitrate: int = Field(192, ge=32, le=320, description="kbit/s, for mp3 output")
+    output_format: OutputFormat = DEFAULT_FORMAT
+    mp3_bitrate: int | None = Field(
+        None, ge=MP3_BITRATES[0], le=MP3_BITRATES[-1], description=BITRATE_DOC
+    )
     two_stems: str | None = Field(
         None, pattern=STEM_PATTERN, description="return this stem and its complement only"
     )
@@ -157,7 +167,12 @@ class SyncResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    """``GET /health``: the seed's fields, answered 200 when healthy and 503 otherwise."""
+
+    status: str = Field(
+        description="healthy; starting while the default model loads; unhealthy when it "
+        "cannot be loaded (model_error says why)"
+    )
     model: str
     hardware: str
     torch_version: str

@@ -37,6 +37,8 @@ class Settings:
         models_dir: the models directory (``DSU_MODELS_DIR``; None = the API's default).
         data_dir: job database, uploads and results (``DSU_DATA_DIR``).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``DSU_DEVICE``).
+        precision: ``fp32``, or ``fp16``/``bf16`` autocast; fp16 needs a GPU
+            (``DSU_PRECISION``; the choices are :data:`dsu.engine.options.PRECISIONS`).
         max_upload_bytes: largest audio file accepted, uploaded or fetched
             (``DSU_MAX_UPLOAD_MB``); request bodies may be 4/3 of it plus 1 MiB (base64).
         max_duration: longest decoded audio accepted, seconds (``DSU_MAX_DURATION``).
@@ -49,7 +51,8 @@ class Settings:
         retention_hours: finished jobs and their files are removed after this long
             (``DSU_RETENTION_HOURS``).
         api_keys: accepted ``Authorization: Bearer`` keys; empty = no authentication
-            (``DSU_API_KEYS``, comma separated).
+            (``DSU_API_KEYS``, comma separated). ``/``, ``/health``, ``/openapi.json`` and
+            ``/docs`` stay open.
         webhook_secret: Standard Webhooks signing secret, ``whsec_<base64>``
             (``DSU_WEBHOOK_SECRET``; unset = generated once and kept in the data dir).
         webhook_attempts: deliveries tried before a webhook is given up
@@ -57,6 +60,8 @@ class Settings:
         webhook_backoff: seconds before the first retry; doubles each time
             (``DSU_WEBHOOK_BACKOFF``).
         webhook_timeout: seconds one delivery may take (``DSU_WEBHOOK_TIMEOUT``).
+        webhook_concurrency: deliveries in flight at once, so that a slow receiver holds up
+            only its own webhook (``DSU_WEBHOOK_CONCURRENCY``).
         webhook_inline_audio: also put each stem as base64 in the completion webhook, as
             the seed's first version did (``DSU_WEBHOOK_INLINE_AUDIO``).
         fetch_timeout: seconds an ``audio_url`` download may take in total
@@ -79,6 +84,7 @@ class Settings:
     models_dir: Path | None = None
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "dsu" / "service")
     device: str = "auto"
+    precision: str = "fp32"
     max_upload_bytes: int = 100 * 1024 * 1024
     max_duration: float = 1800.0
     max_queue: int = 16
@@ -90,6 +96,7 @@ class Settings:
     webhook_attempts: int = 8
     webhook_backoff: float = 2.0
     webhook_timeout: float = 10.0
+    webhook_concurrency: int = 4
     webhook_inline_audio: bool = False
     fetch_timeout: float = 120.0
     body_timeout: float = 300.0
@@ -117,6 +124,7 @@ class Settings:
             models_dir=r.path("DSU_MODELS_DIR", None),
             data_dir=r.path("DSU_DATA_DIR", default.data_dir),
             device=r.text("DSU_DEVICE", default.device),
+            precision=r.text("DSU_PRECISION", default.precision),
             max_upload_bytes=int(r.number("DSU_MAX_UPLOAD_MB", 100.0) * 1024 * 1024),
             max_duration=r.number("DSU_MAX_DURATION", default.max_duration),
             max_queue=r.integer("DSU_MAX_QUEUE", default.max_queue, lo=1),
@@ -128,6 +136,9 @@ class Settings:
             webhook_attempts=r.integer("DSU_WEBHOOK_ATTEMPTS", default.webhook_attempts, lo=1),
             webhook_backoff=r.number("DSU_WEBHOOK_BACKOFF", default.webhook_backoff),
             webhook_timeout=r.number("DSU_WEBHOOK_TIMEOUT", default.webhook_timeout),
+            webhook_concurrency=r.integer(
+                "DSU_WEBHOOK_CONCURRENCY", default.webhook_concurrency, lo=1, hi=64
+            ),
             webhook_inline_audio=r.flag("DSU_WEBHOOK_INLINE_AUDIO", False),
             fetch_timeout=r.number("DSU_FETCH_TIMEOUT", default.fetch_timeout),
             body_timeout=r.number("DSU_BODY_TIMEOUT", default.body_timeout),
@@ -144,6 +155,14 @@ class Settings:
         if self.queue != "local":
             raise SettingsError(
                 f"DSU_QUEUE={self.queue!r} is not available in this build; use 'local'"
+            )
+        # Imported here: the engine package loads torch, which settings must not need.
+        from dsu.engine.options import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise SettingsError(
+                f"DSU_PRECISION={self.precision!r} is not a precision: use one of "
+                f"{', '.join(PRECISIONS)}"
             )
         if self.max_upload_bytes <= 0:
             raise SettingsError("DSU_MAX_UPLOAD_MB must be positive")

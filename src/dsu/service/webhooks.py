@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import queue
 import secrets
 import threading
 import time
@@ -34,6 +35,8 @@ from dsu.service.jobs import (
 log = logging.getLogger("dsu.service.webhooks")
 
 MAX_BACKOFF = 3600.0
+# Seconds past a try's timeout before a webhook handed to a delivery thread is due again.
+IN_FLIGHT_MARGIN = 30.0
 
 
 def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
@@ -83,11 +86,18 @@ def backoff(attempts: int, base: float) -> float:
 
 
 class WebhookDispatcher:
-    """A thread that delivers due webhooks from the job store.
+    """Delivers due webhooks from the job store, several at once.
 
-    It sleeps until the earliest delivery is due or :meth:`wake` is called (a job just
-    ended). A 2xx answer delivers; any other answer or a network error is retried with
-    exponential backoff until ``max_attempts``; a refused address or HTTP 410 ends at once.
+    A scheduler thread sleeps until the earliest delivery is due or :meth:`wake` is called
+    (a job just ended), then hands each due webhook to one of ``concurrency`` delivery
+    threads, so a receiver that is slow to answer holds up its own webhook only. A 2xx
+    answer delivers; any other answer or a network error is retried with exponential
+    backoff, counted from the end of the failed try, until ``max_attempts``; a refused
+    address or HTTP 410 ends at once.
+
+    A webhook handed to a delivery thread is first rescheduled in the store to a moment
+    after its try must have ended, so the scheduler does not hand it out twice and a
+    server that dies mid-delivery tries it again after a restart.
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class WebhookDispatcher:
         backoff_base: float,
         timeout: float,
         on_result: Callable[[str], None] = lambda outcome: None,
+        concurrency: int = 4,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
@@ -109,15 +120,26 @@ class WebhookDispatcher:
         self.on_result = on_result
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._work: queue.Queue[tuple[str, str, WebhookState] | None] = queue.Queue()
+        self._idle = threading.Semaphore(concurrency)
         self._thread = threading.Thread(target=self._loop, name="dsu-webhooks", daemon=True)
+        # Daemon threads: a delivery still waiting on a receiver never holds up the exit.
+        self._senders = [
+            threading.Thread(target=self._send, name=f"dsu-webhook-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
 
     def start(self) -> None:
+        for sender in self._senders:
+            sender.start()
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        for _ in self._senders:
+            self._work.put(None)
 
     def wake(self) -> None:
         self._wake.set()
@@ -125,12 +147,7 @@ class WebhookDispatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                for job in self.store.due_webhooks(time.time()):
-                    if self._stop.is_set():
-                        return
-                    url = job.spec.webhook_url
-                    if job.webhook is not None and url:
-                        self.deliver(job.id, url, job.webhook)
+                self._hand_out()
                 next_at = self.store.next_webhook_at()
             except Exception:
                 log.exception("webhook loop error")
@@ -139,6 +156,34 @@ class WebhookDispatcher:
             if delay > 0:
                 self._wake.wait(delay)
             self._wake.clear()
+
+    def _hand_out(self) -> None:
+        """Give due webhooks to idle delivery threads; the rest wait for the next round."""
+        while not self._stop.is_set() and self._idle.acquire(blocking=False):
+            due = self.store.due_webhooks(time.time(), limit=1)
+            if not due or due[0].webhook is None:
+                self._idle.release()
+                return
+            job, state = due[0], due[0].webhook
+            if not job.spec.webhook_url:  # nowhere to send it: never due again
+                state.status, state.last_error = WEBHOOK_FAILED, "the job has no webhook_url"
+                self.store.update_webhook(job.id, state)
+                self._idle.release()
+                continue
+            state.next_at = time.time() + self.timeout + IN_FLIGHT_MARGIN
+            self.store.update_webhook(job.id, state)
+            self._work.put((job.id, job.spec.webhook_url, state))
+
+    def _send(self) -> None:
+        while (item := self._work.get()) is not None:
+            try:
+                self.deliver(*item)
+            except Exception:
+                log.exception("webhook delivery for job %s failed", item[0])
+            finally:
+                self._idle.release()
+                # A thread is free and this webhook may be due again: look at the store.
+                self._wake.set()
 
     def deliver(self, job_id: str, url: str, state: WebhookState) -> WebhookState:
         """Try one delivery and record the outcome on the job."""

@@ -9,49 +9,30 @@ background), never at import time.
 
 from __future__ import annotations
 
-import dataclasses
-import gc
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dsu
 from dsu import archs
+from dsu.cache import CachedModel, ModelCache, release
 from dsu.errors import AudioIOError, BadRequest, Cancelled, ModelNotFound, UnsupportedModel
+from dsu.memory import gpu_bytes, megabytes, rss_bytes
+from dsu.progress import ProgressThrottle
 from dsu.worker import protocol
-from dsu.worker.cache import CachedModel, ModelCache, ModelKey
 from dsu.worker.device import guess_device
-from dsu.worker.memory import gpu_allocated, gpu_bytes, megabytes, parameter_bytes, rss_bytes
 from dsu.worker.paths import confine
 from dsu.worker.protocol import Request
 from dsu.worker.settings import WorkerSettings
 
+if TYPE_CHECKING:
+    from dsu.engine.options import EngineOptions
+    from dsu.registry.entry import ModelEntry
+
 Send = Callable[[dict[str, Any]], bool]
-
-
-class ProgressEvents:
-    """Turns the API's ``progress(stage, fraction)`` calls into throttled protocol events.
-
-    The first call is sent, then at most one every ``interval`` seconds, so a client sees
-    a few events per second however often the engine reports.
-    """
-
-    def __init__(self, send: Send, request: Request, interval: float) -> None:
-        self._send = send
-        self._request = request
-        self._interval = interval
-        self._last: float | None = None
-
-    def __call__(self, stage: str, fraction: float) -> None:
-        now = time.monotonic()
-        if self._last is not None and now - self._last < self._interval:
-            return
-        self._last = now
-        value = min(max(float(fraction), 0.0), 1.0)
-        self._send(self._request.reply(protocol.PROGRESS, stage=stage, progress=round(value, 4)))
 
 
 class Commands:
@@ -167,7 +148,7 @@ class Commands:
         details = [
             {
                 **info.to_json(),
-                "runnable": info.arch in archs.FAMILIES,
+                "runnable": archs.runnable(info.arch),
                 "loaded": info.name in loaded,
             }
             for info in infos
@@ -191,7 +172,7 @@ class Commands:
         name = request.text("model")
         removed = self.cache.clear() if name is None else self.cache.remove_name(name)
         for item in removed:
-            self._release(item)
+            release(item)
         remaining = self.cache.items()
         if self.current is not None and not any(i.key.name == self.current for i in remaining):
             self.current = remaining[0].key.name if remaining else None
@@ -212,6 +193,7 @@ class Commands:
         out_dir = confine(output, roots, "output")
         if not source.is_file():
             raise AudioIOError(f"input {source} does not exist or is not a file")
+        self._check_device(request.text("device"))
         options = {
             "stems": request.text_list("stems"),
             "two_stems": request.text("two_stems"),
@@ -219,13 +201,13 @@ class Commands:
             "bit_depth": request.integer("bit_depth"),
             "bitrate": request.integer("bitrate"),
         }
-        engine = {
-            "overlap": request.number("overlap"),
-            "shifts": request.integer("shifts"),
-            "batch_size": request.integer("batch_size"),
-            "segment": request.number("segment"),
-        }
-        progress = ProgressEvents(self._send, request, self.settings.progress_interval)
+        # Checked before any model loads: a bad number costs the client no load.
+        engine = self._engine_options(request)
+
+        def event(stage: str, fraction: float) -> None:
+            self._send(request.reply(protocol.PROGRESS, stage=stage, progress=round(fraction, 4)))
+
+        progress = ProgressThrottle(event, self.settings.progress_interval)
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
         item, cached = self._acquire(
@@ -234,14 +216,8 @@ class Commands:
         )
         if cancel.is_set():
             raise Cancelled("cancelled while the model was loading")
-        overrides = {k: v for k, v in engine.items() if v is not None}
-        # Engine options are per request here but per Separator in the API: start each
-        # request from the options the model was loaded with.
-        item.separator.options = (
-            dataclasses.replace(item.base_options, **overrides) if overrides else item.base_options
-        )
         result = item.separator.separate(
-            source, output_dir=out_dir, progress=progress, cancel=cancel, **options
+            source, output_dir=out_dir, progress=progress, cancel=cancel, options=engine, **options
         )
         files: dict[str, Path] = dict(result.files or {})
         # As in the seed, `elapsed` is the separation itself; `total_elapsed` adds the
@@ -257,6 +233,29 @@ class Commands:
             stems={stem: str(path) for stem, path in files.items()},
             clipped=result.clipped,
         )
+
+    # request fields
+
+    def _check_device(self, device: str | None) -> None:
+        """A request's ``device`` must be this worker's: one worker runs on one device."""
+        if device is not None and device not in (self.device, self.settings.device):
+            raise BadRequest(
+                f"this worker runs on {self.device}, not {device!r}: leave 'device' out, or "
+                "send the request to a worker started on that device (--device)"
+            )
+
+    def _engine_options(self, request: Request) -> EngineOptions:
+        """The request's engine options over the worker's defaults (validated)."""
+        from dsu.engine.options import EngineOptions
+
+        values = {
+            "overlap": request.number("overlap"),
+            "shifts": request.integer("shifts"),
+            "batch_size": request.integer("batch_size"),
+            "segment": request.number("segment"),
+        }
+        given = {name: value for name, value in values.items() if value is not None}
+        return EngineOptions(precision=self.settings.precision, **given)
 
     # the model cache
 
@@ -276,58 +275,28 @@ class Commands:
         Returns:
             The cached model and whether it was already loaded.
         """
-        if name is not None:
-            hit = self.cache.lookup(name)
-            if hit is not None:
-                self.current = hit.key.name
-                return hit, True
-        registry = self._registry()
-        entry = registry.resolve(name or registry.default or "center")
+        item, cached = self.cache.acquire(
+            name,
+            models_dir=self.settings.models_dir,
+            device=self.settings.device,
+            precision=self.settings.precision,
+            accept=self._accept,
+            on_load=on_load,
+        )
+        self.current = item.key.name
+        self.device = item.key.device
+        return item, cached
+
+    def _accept(self, entry: ModelEntry) -> None:
+        """Refuse a model of a family this worker does not serve or cannot run."""
         if not self.settings.serves(entry.arch):
             served = ", ".join(sorted(self.settings.archs or ())) or "none"
             raise ModelNotFound(
                 f"model {entry.name!r} is a {entry.arch!r} model; this worker serves the "
                 f"families {served} (start the matching dsu-* worker, or pass --arch)"
             )
-        if entry.arch not in archs.FAMILIES:
+        if not archs.runnable(entry.arch):
             raise UnsupportedModel(
                 f"model {entry.name!r} is a {entry.arch!r} model, a family this version of "
                 f"DSU cannot run yet (it runs: {', '.join(archs.supported())})"
             )
-        hit = self.cache.lookup(entry.name)
-        if hit is not None:
-            self.cache.alias(name or entry.name, hit.key)
-            self.current = hit.key.name
-            return hit, True
-        if on_load is not None:
-            on_load()
-        from dsu.api import Separator
-
-        for item in self.cache.make_room():
-            self._release(item)
-        separator = Separator(
-            entry.name,
-            models_dir=self.settings.models_dir,
-            device=self.settings.device,
-            precision=self.settings.precision,
-        )
-        rss_before, gpu_before = rss_bytes() or 0, gpu_allocated()
-        started = time.perf_counter()
-        separator.load()
-        seconds = time.perf_counter() - started
-        measured = max(0, (rss_bytes() or 0) - rss_before) + max(0, gpu_allocated() - gpu_before)
-        cost = max(measured, parameter_bytes(separator.model))
-        self.device = str(separator.device)
-        key = ModelKey(separator.name, self.device, self.settings.precision)
-        item = CachedModel(key, separator, separator.options, cost_bytes=cost, load_seconds=seconds)
-        for old in self.cache.put(item, aliases=(name, entry.name)):
-            self._release(old)
-        self.current = key.name
-        return item, False
-
-    def _release(self, item: CachedModel) -> None:
-        item.separator.unload()
-        gc.collect()
-        torch: Any = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()

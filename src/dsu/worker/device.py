@@ -1,4 +1,4 @@
-"""Resolve ``--device auto`` without importing torch.
+"""Check ``--device`` and resolve ``auto`` without importing torch.
 
 ``import torch`` takes seconds; the worker must announce ``ready`` (with its device) sooner,
 so it infers the device from the installed torch build and the machine: a CUDA build of
@@ -15,6 +15,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from dsu.errors import BadRequest
+
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+"""What ``--device`` accepts (``N`` is a GPU index)."""
+
+_DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 _NVIDIA_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")
 
 
@@ -47,3 +53,17 @@ def guess_device(requested: str) -> str:
     if sys.platform == "darwin" and platform.machine() == "arm64":
         return "mps"
     return "cpu"
+
+
+def check_device_name(name: str) -> str:
+    """``name`` itself when it is one of :data:`DEVICE_NAMES`.
+
+    Only the name is checked: whether that GPU is there is known once torch loads, and a
+    model load then says so.
+
+    Raises:
+        BadRequest: any other name.
+    """
+    if not _DEVICE_PATTERN.fullmatch(name):
+        raise BadRequest(f"--device {name}: not a device; use {', '.join(DEVICE_NAMES)}")
+    return name

@@ -9,6 +9,14 @@ empty after stripping ASCII whitespace is ignored (the seed did the same).
 Where the seed and DESIGN's table differ, the seed's exact reply wins, so seed clients work
 unchanged: ``load_model`` answers ``model_loaded``, ``exit`` answers ``exiting``, and the
 seed's ``get_status`` is accepted beside ``status``.
+
+``separate`` takes ``input``, ``output`` and optionally ``model``, ``stems``,
+``two_stems``, ``format``, ``bit_depth``, ``bitrate``, the engine options ``overlap``,
+``shifts``, ``batch_size`` and ``segment`` (for that request only; their ranges are
+:mod:`dsu.engine.options`', and a value out of range is ``bad_request``), and ``device``:
+a worker runs on the one device it was started with, so ``device`` is accepted only when
+it names that device (as ``ready`` reports it, or as given to ``--device``) and is
+otherwise ``bad_request``.
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ Threads and ordering:
 Shutdown: ``exit`` answers ``exiting`` after the requests queued before it, then the
 worker returns 0. At stdin EOF the reader stops; requests already queued still run (a
 script may pipe its requests and close stdin) and the worker then returns 0. If stdout
-is gone (the parent died), or on SIGTERM/SIGINT, the running request is cancelled, queued
-ones are dropped, and the worker prints the seed's ``{"status": "shutdown"}`` line (if
-stdout is still there) and returns 0 at once.
+is gone (the parent died), or on any of :data:`STOP_SIGNALS` (SIGTERM, SIGINT, SIGHUP,
+SIGQUIT), the running request is cancelled (so its outputs' temporary files are removed),
+queued ones are dropped, and the worker prints the seed's ``{"status": "shutdown"}`` line
+(if stdout is still there) and returns 0 at its next cancel check, within one forward pass.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ from dsu.worker import protocol
 from dsu.worker.commands import Commands
 from dsu.worker.protocol import LineError, Request
 from dsu.worker.settings import WorkerSettings
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+    if hasattr(signal, name)
+)
+"""Signals that end a worker gracefully; each would otherwise kill it mid-write (those
+missing on Windows are left out)."""
 
 
 class LineWriter:
@@ -127,8 +136,9 @@ class Worker:
             self._cond.notify_all()
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the worker gracefully (main thread only)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        """Every signal of :data:`STOP_SIGNALS` stops the worker gracefully (main thread
+        only)."""
+        for sig in STOP_SIGNALS:
             signal.signal(sig, lambda *_: self.stop())
 
     # reader thread

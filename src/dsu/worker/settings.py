@@ -6,15 +6,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsu.archs.families import known_archs
 from dsu.errors import BadRequest
-
-BUILTIN_ARCHS = frozenset({"center", "hpss"})
-"""Families of the weight-free built-in models."""
+from dsu.worker.device import check_device_name
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """How one worker process runs.
+    """How one worker process runs; every value is checked here, before ``ready``.
 
     Attributes:
         models_dir: the models directory; None uses the library default
@@ -41,6 +40,13 @@ class WorkerSettings:
     progress_interval: float = 0.25
 
     def __post_init__(self) -> None:
+        check_device_name(self.device)
+        unknown = sorted((self.archs or frozenset()) - set(known_archs()))
+        if unknown:
+            raise BadRequest(
+                f"--arch {','.join(unknown)}: no such model family "
+                f"(known: {', '.join(known_archs())})"
+            )
         if self.max_loaded_models < 1:
             raise BadRequest("--max-loaded-models must be at least 1")
         if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:

@@ -1,18 +1,33 @@
-"""Least-recently-used cache of loaded models.
+"""The warm-model cache the worker and the service share.
 
-A worker keeps several :class:`dsu.api.Separator` instances warm so that switching
-between them costs a dictionary look-up, not a reload. Two limits evict the least recently
-used model: a count (``--max-loaded-models``) and a memory budget (``--memory-budget``,
-compared with what each model added to the process's RSS and GPU memory when it loaded).
-The cache only decides; the caller unloads what it evicts.
+Loaded :class:`dsu.api.Separator` instances are kept so that switching between them
+costs a dictionary look-up, not a reload. Two limits evict the least recently used
+model: a count (the worker's ``--max-loaded-models``; the service keeps one) and a memory
+budget (the worker's ``--memory-budget``), compared with what each model added to the
+process's RSS and GPU memory when it loaded. :meth:`ModelCache.acquire` resolves a name
+to its registry entry once, loads on a miss and unloads what it evicts.
+
+This module imports neither torch nor the API at import time: the worker announces
+``ready`` before they load.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dsu.memory import gpu_allocated, parameter_bytes, rss_bytes
+
+if TYPE_CHECKING:
+    from dsu.api import Separator
+    from dsu.registry.entry import ModelEntry
 
 
 @dataclass(frozen=True)
@@ -31,14 +46,12 @@ class CachedModel:
     Attributes:
         key: canonical name, device and precision.
         separator: the loaded ``dsu.api.Separator``.
-        base_options: its engine options as loaded; requests override them one by one.
         cost_bytes: memory it added when it loaded (RSS plus GPU).
         load_seconds: how long loading took.
     """
 
     key: ModelKey
     separator: Any
-    base_options: Any = None
     cost_bytes: int = 0
     load_seconds: float = 0.0
 
@@ -52,7 +65,7 @@ class ModelCache:
             most recently used model always stays, even if it alone exceeds the budget.
     """
 
-    def __init__(self, max_models: int, budget_bytes: int | None = None) -> None:
+    def __init__(self, max_models: int = 1, budget_bytes: int | None = None) -> None:
         if max_models < 1:
             raise ValueError("max_models must be >= 1")
         self.max_models = max_models
@@ -64,6 +77,60 @@ class ModelCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+    # loading
+
+    def acquire(
+        self,
+        name: str | None,
+        *,
+        models_dir: Path | None,
+        device: str,
+        precision: str = "fp32",
+        accept: Callable[[ModelEntry], None] | None = None,
+        on_load: Callable[[], None] | None = None,
+    ) -> tuple[CachedModel, bool]:
+        """The warm model ``name`` names, loading it on a miss.
+
+        Args:
+            name: a registry name or alias; None takes the directory's default (or the
+                built-in ``center``).
+            models_dir: the models directory names resolve in.
+            device, precision: how a model loaded now is placed.
+            accept: called with the resolved entry (not on a hit by name); raises to
+                refuse it.
+            on_load: called just before a model is loaded (not on a hit).
+
+        Returns:
+            The cached model and whether it was already loaded.
+
+        Raises:
+            DSUError: an unknown name, a refused entry or a failed load.
+        """
+        if name is not None:
+            hit = self.lookup(name)
+            if hit is not None:
+                return hit, True
+        from dsu.registry.registry import Registry
+
+        registry = Registry.open(models_dir)
+        entry = registry.resolve(name or registry.default or "center")
+        if accept is not None:
+            accept(entry)
+        hit = self.lookup(entry.name)
+        if hit is not None:
+            self.alias(name or entry.name, hit.key)
+            return hit, True
+        if on_load is not None:
+            on_load()
+        for old in self.make_room():
+            release(old)
+        item = _load(entry, models_dir, device, precision)
+        for old in self.put(item, aliases=(name, entry.name)):
+            release(old)
+        return item, False
+
+    # the LRU set
 
     def lookup(self, name: str) -> CachedModel | None:
         """The warm model ``name`` (canonical or an alias seen before) names, marked used."""
@@ -121,6 +188,7 @@ class ModelCache:
             return removed
 
     def clear(self) -> list[CachedModel]:
+        """Take every model out; the caller releases them."""
         with self._lock:
             removed = list(self._items.values())
             self._items.clear()
@@ -131,6 +199,11 @@ class ModelCache:
         """Loaded models, most recently used first."""
         with self._lock:
             return list(reversed(self._items.values()))
+
+    def newest(self) -> CachedModel | None:
+        """The most recently used model, None when the cache is empty."""
+        with self._lock:
+            return next(reversed(self._items.values()), None)
 
     def total_bytes(self) -> int:
         with self._lock:
@@ -147,3 +220,30 @@ class ModelCache:
     def _forget(self, keys: set[ModelKey]) -> None:
         for alias in [a for a, k in self._aliases.items() if k in keys]:
             del self._aliases[alias]
+
+
+def _load(entry: ModelEntry, models_dir: Path | None, device: str, precision: str) -> CachedModel:
+    """Build and load the Separator of ``entry``, measuring what it costs."""
+    from dsu.api import Separator
+
+    separator: Separator = Separator(
+        entry, models_dir=models_dir, device=device, precision=precision
+    )
+    rss_before, gpu_before = rss_bytes() or 0, gpu_allocated()
+    started = time.perf_counter()
+    separator.load()
+    seconds = time.perf_counter() - started
+    measured = max(0, (rss_bytes() or 0) - rss_before) + max(0, gpu_allocated() - gpu_before)
+    # Allocator reuse can hide what a load added; the weights themselves are a floor.
+    cost = max(measured, parameter_bytes(separator.model))
+    key = ModelKey(separator.name, str(separator.device), precision)
+    return CachedModel(key, separator, cost_bytes=cost, load_seconds=seconds)
+
+
+def release(item: CachedModel) -> None:
+    """Unload an evicted or removed model and hand its memory back."""
+    item.separator.unload()
+    gc.collect()
+    torch: Any = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
