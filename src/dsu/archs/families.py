@@ -66,6 +66,10 @@ def _roformer(model: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _mdx23c(model: Mapping[str, Any]) -> str | None:
+    return "mdx23c" if "num_subbands" in model and "num_scales" in model else None
+
+
 FAMILIES: tuple[Family, ...] = (
     Family(
         "Demucs",
@@ -81,6 +85,13 @@ FAMILIES: tuple[Family, ...] = (
         "dsu.archs.roformer",
         launchers=("dsu-bsroformer", "dsu-audio-separator"),
         recognise=_roformer,
+    ),
+    Family(
+        "MDX23C",
+        ("mdx23c",),
+        "dsu.archs.mdx23c",
+        launchers=("dsu-bsroformer", "dsu-audio-separator"),
+        recognise=_mdx23c,
     ),
     Family("SCNet", ("scnet",), None, launchers=("dsu-bsroformer",)),
     Family("MDX-Net", ("mdx",), None, extra="onnx", launchers=("dsu-audio-separator",)),
