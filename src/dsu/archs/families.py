@@ -35,6 +35,8 @@ class Family:
         launchers: the seed's worker executables that serve it.
         builtin: weight-free models shipped with DSU (no launcher owns them).
         recognise: tells this family's arch from an MSST config's ``model:`` section.
+        residual: whether a model with a ``training.target_instrument`` also writes the
+            residual stem (mixture - target), as MSST's separators do; a restorer does not.
     """
 
     name: str
@@ -45,6 +47,7 @@ class Family:
     launchers: tuple[str, ...] = ()
     builtin: bool = False
     recognise: MsstRecogniser | None = None
+    residual: bool = True
 
     def missing(self) -> str | None:
         """The first module of ``requires`` that is not installed, or None."""
@@ -94,9 +97,22 @@ FAMILIES: tuple[Family, ...] = (
         recognise=_mdx23c,
     ),
     Family("SCNet", ("scnet",), None, launchers=("dsu-bsroformer",)),
-    Family("MDX-Net", ("mdx",), None, extra="onnx", launchers=("dsu-audio-separator",)),
-    Family("VR", ("vr",), None, launchers=("dsu-audio-separator",)),
-    Family("Apollo", ("apollo",), None, launchers=("dsu-apollo", "dsu-audio-separator")),
+    Family(
+        "MDX-Net",
+        ("mdx",),
+        "dsu.archs.mdx",
+        extra="onnx",
+        requires=("onnxruntime",),
+        launchers=("dsu-audio-separator",),
+    ),
+    Family("VR", ("vr",), "dsu.archs.vr", launchers=("dsu-audio-separator",)),
+    Family(
+        "Apollo",
+        ("apollo",),
+        "dsu.archs.apollo",
+        launchers=("dsu-apollo", "dsu-audio-separator"),
+        residual=False,
+    ),
 )
 
 LAUNCHERS: tuple[str, ...] = ("dsu-demucs", "dsu-bsroformer", "dsu-audio-separator", "dsu-apollo")
