@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from helpers import VOICED, noise
+
 SR = 44100
 
 
@@ -48,12 +50,9 @@ class Case:
 
 
 def _tone(seconds: float, sr: int = SR, channels: int = 2, seed: int = 0) -> np.ndarray:
-    """``[T, C]`` float32: a centred tone plus quiet noise (both stems non-trivial)."""
-    n = max(round(seconds * sr), 1)
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / sr
-    tone = 0.3 * np.sin(2 * np.pi * 220 * t)
-    return (tone[:, None] + 0.05 * rng.standard_normal((n, channels))).astype(np.float32)
+    """``[T, C]`` float32, soundfile's layout: a centred 220 Hz tone over quiet noise
+    (:data:`helpers.VOICED`), so both stems are non-trivial."""
+    return np.ascontiguousarray(noise(seconds, sr, channels, seed, tone_hz=220, **VOICED).T)
 
 
 def _write(path: Path, data: np.ndarray, sr: int = SR, **kwargs: object) -> Path:

@@ -13,12 +13,8 @@ import torch
 from dsu import Separator, audio
 from dsu.engine import separate_array
 from dsu.errors import BadAudio, BadRequest, Cancelled, ModelNotFound
+from helpers import noise, sdr, write_noise
 from tiny_demucs import write_models_dir
-
-
-def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    error = np.square(reference - estimate).sum()
-    return float(10 * np.log10(np.square(reference).sum() / max(error, 1e-30)))
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +28,6 @@ def tiny(models_dir: Path) -> Separator:
     separator = Separator("tiny-ht", models_dir=models_dir, device="cpu")
     separator.load()
     return separator
-
-
-def noise(seconds: float, rate: int = 44100, channels: int = 2, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (0.2 * rng.standard_normal((channels, int(seconds * rate)))).astype(np.float32)
 
 
 def test_file_is_streamed_to_the_same_stems_as_a_whole_array(tiny: Separator, tmp_path: Path):
@@ -78,8 +69,7 @@ def test_stems_subset_and_unknown_stem(tiny: Separator):
 
 @pytest.mark.parametrize("rate", [8000, 192000])
 def test_unusual_rates_come_back_at_their_own_rate(rate: int, tmp_path: Path):
-    source = tmp_path / f"r{rate}.wav"
-    sf.write(source, noise(1.0, rate).T, rate)
+    source = write_noise(tmp_path / f"r{rate}.wav", 1.0, rate)
     result = Separator("center").separate(source, output_dir=tmp_path / "out")
     info = audio.probe(result.files["vocals"])
     assert (info.samplerate, info.frames) == (rate, rate)
@@ -99,7 +89,7 @@ def _nan_wav(path: Path) -> None:
 
 
 def _eight_channels(path: Path) -> None:
-    sf.write(path, noise(0.5, channels=8).T, 44100)
+    write_noise(path, 0.5, channels=8)
 
 
 BAD_INPUTS = {
@@ -115,8 +105,7 @@ BAD_INPUTS = {
 
 
 def _wav_bytes(path: Path) -> bytes:
-    sf.write(path, noise(1.0).T, 44100, subtype="PCM_16")
-    return path.read_bytes()
+    return write_noise(path, 1.0, subtype="PCM_16").read_bytes()
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
@@ -144,8 +133,7 @@ def test_clipping_is_counted_per_stem_and_float_wav_keeps_it(tmp_path: Path):
     assert floats.clipped == {}
     kept, _ = sf.read(floats.files["instrumental"], dtype="float32")
     assert np.abs(kept).max() > 1
-    quiet = tmp_path / "quiet.wav"
-    sf.write(quiet, noise(0.5).T, 44100)
+    quiet = write_noise(tmp_path / "quiet.wav", 0.5)
     assert separator.separate(quiet, output_dir=tmp_path / "q").clipped == {}
 
 
@@ -157,8 +145,7 @@ def test_downmix_accepts_eight_channels(tmp_path: Path):
 
 
 def test_cancel_stops_and_leaves_no_output(tiny: Separator, tmp_path: Path):
-    source = tmp_path / "long.wav"
-    sf.write(source, noise(6.0).T, 44100)
+    source = write_noise(tmp_path / "long.wav", 6.0)
     event = threading.Event()
     seen: list[float] = []
 

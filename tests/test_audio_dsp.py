@@ -7,14 +7,9 @@ import pytest
 
 from dsu.audio import Resampler, conform_channels, resample
 from dsu.errors import BadAudio
+from helpers import noise
 
 TARGET = 44100
-
-
-def noise(channels: int, frames: int, seed: int = 0) -> np.ndarray:
-    return (0.3 * np.random.default_rng(seed).standard_normal((channels, frames))).astype(
-        np.float32
-    )
 
 
 def stream(resampler: Resampler, x: np.ndarray, seed: int = 1) -> list[np.ndarray]:
@@ -32,7 +27,7 @@ def stream(resampler: Resampler, x: np.ndarray, seed: int = 1) -> list[np.ndarra
 @pytest.mark.parametrize("rate", [8000, 22050, 48000, 192000])
 @pytest.mark.parametrize("frames", [1, 12345, 96001])
 def test_streaming_equals_one_shot_with_exact_lengths(rate, frames):
-    x = noise(2, frames)
+    x = noise(frames / TARGET, channels=2, amplitude=0.3)
     expected = round(frames * TARGET / rate)
     one_shot = resample(x, rate, TARGET)
     assert one_shot.shape == (2, expected) and one_shot.dtype == np.float32
@@ -65,7 +60,7 @@ def test_round_trip_restores_the_signal():
 
 
 def test_equal_rates_pass_through_without_copy_or_delay():
-    x = noise(2, 1000)
+    x = noise(1000 / TARGET, channels=2, amplitude=0.3)
     assert resample(x, TARGET, TARGET) is x
     r = Resampler(TARGET, TARGET, 2)
     assert r.process(x) is x
@@ -77,10 +72,10 @@ def test_resampler_rejects_misuse():
         Resampler(0, TARGET, 2)
     r = Resampler(48000, TARGET, 2)
     with pytest.raises(ValueError, match="block"):
-        r.process(noise(1, 100))
+        r.process(noise(100 / TARGET, channels=1, amplitude=0.3))
     r.flush()
     with pytest.raises(RuntimeError):
-        r.process(noise(2, 100))
+        r.process(noise(100 / TARGET, channels=2, amplitude=0.3))
 
 
 def test_empty_input_resamples_to_empty():
@@ -94,7 +89,7 @@ def test_empty_input_resamples_to_empty():
 
 
 def test_mono_is_duplicated():
-    x = noise(1, 100)
+    x = noise(100 / TARGET, channels=1, amplitude=0.3)
     y = conform_channels(x, 2, downmix=False)
     assert y.shape == (2, 100)
     np.testing.assert_array_equal(y[0], x[0])
@@ -102,17 +97,17 @@ def test_mono_is_duplicated():
 
 
 def test_matching_channels_are_returned_as_is():
-    x = noise(2, 100)
+    x = noise(100 / TARGET, channels=2, amplitude=0.3)
     assert conform_channels(x, 2, downmix=False) is x
 
 
 def test_stereo_to_mono_is_the_mean():
-    x = noise(2, 100)
+    x = noise(100 / TARGET, channels=2, amplitude=0.3)
     np.testing.assert_allclose(conform_channels(x, 1, downmix=False)[0], x.mean(0), atol=1e-7)
 
 
 def test_surround_requires_downmix_and_names_the_file():
-    x = noise(6, 100)
+    x = noise(100 / TARGET, channels=6, amplitude=0.3)
     with pytest.raises(BadAudio, match=r"has 6 channels.*--downmix") as err:
         conform_channels(x, 2, downmix=False, path="/music/live.flac")
     assert err.value.path == "/music/live.flac"
@@ -124,4 +119,4 @@ def test_surround_requires_downmix_and_names_the_file():
 
 def test_unsupported_layouts_raise():
     with pytest.raises(BadAudio, match="takes 6 channels"):
-        conform_channels(noise(2, 10), 6, downmix=True)
+        conform_channels(noise(10 / TARGET, channels=2, amplitude=0.3), 6, downmix=True)

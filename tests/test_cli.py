@@ -6,10 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 from dsu import audio
+from helpers import write_noise
 from tiny_demucs import write_models_dir
 
 
@@ -19,16 +17,10 @@ def dsu(*args: str | Path) -> subprocess.CompletedProcess:
     )
 
 
-def noise_file(path: Path, seconds: float = 1.5, rate: int = 44100) -> Path:
-    rng = np.random.default_rng(0)
-    sf.write(path, 0.2 * rng.standard_normal((int(seconds * rate), 2)), rate)
-    return path
-
-
 def test_several_inputs_one_model_bad_one_reported(tmp_path: Path):
     models = write_models_dir(tmp_path / "models", {"tiny": {"nets": [("hdemucs", 0)]}})
-    good = noise_file(tmp_path / "a song.wav")
-    other = noise_file(tmp_path / "b.flac")
+    good = write_noise(tmp_path / "a song.wav", 1.5)
+    other = write_noise(tmp_path / "b.flac", 1.5)
     bad = tmp_path / "broken.mp3"
     bad.write_bytes(b"\x00" * 1000)
     out = tmp_path / "out"
@@ -70,7 +62,7 @@ def test_two_stems_flac_and_mp3(mu_dir: Path, tmp_path: Path):
 
 
 def test_unknown_model_and_bad_option_are_clean_errors(tmp_path: Path):
-    source = noise_file(tmp_path / "x.wav")
+    source = write_noise(tmp_path / "x.wav", 1.5)
     done = dsu("separate", source, "-m", "htdemucz", "--models-dir", tmp_path)
     assert done.returncode == 2 and "unknown model 'htdemucz'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -79,9 +71,7 @@ def test_unknown_model_and_bad_option_are_clean_errors(tmp_path: Path):
 
 
 def test_clipped_stems_are_reported_with_the_remedy(tmp_path: Path):
-    source = tmp_path / "hot.wav"
-    rng = np.random.default_rng(0)
-    sf.write(source, 4.0 * rng.standard_normal((22050, 2)), 44100, subtype="FLOAT")
+    source = write_noise(tmp_path / "hot.wav", 0.5, subtype="FLOAT", amplitude=4.0)
     run = dsu("separate", source, "-m", "center", "-o", tmp_path / "out", "-q")
     assert run.returncode == 0, run.stderr
     warnings = [line for line in run.stderr.splitlines() if line.startswith("warning:")]

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from dsu import audio
 from dsu.cli.separate import output_names
+from helpers import write_noise
 
 BIN = Path(sys.executable).parent
 DSU = [str(BIN / "dsu")] if (BIN / "dsu").exists() else [sys.executable, "-m", "dsu"]
@@ -35,13 +35,6 @@ PARTIAL = re.compile(r"\..+\.partial-[0-9a-f]{12}")
 
 def dsu(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*DSU, *map(str, args)], capture_output=True, text=True, timeout=timeout)
-
-
-def noise(path: Path, seconds: float, seed: int = 0, rate: int = 44100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    sf.write(path, 0.2 * rng.standard_normal((int(seconds * rate), 2)), rate)
-    return path
 
 
 def partials(root: Path) -> list[Path]:
@@ -75,9 +68,9 @@ def start_long_run(source: Path, out: Path, others: tuple[Path, ...] = ()) -> su
 
 def test_inputs_with_one_name_get_one_directory_each(tmp_path: Path):
     inputs = [
-        noise(tmp_path / "a" / "song.wav", 0.5, seed=1),
-        noise(tmp_path / "b" / "song.wav", 0.6, seed=2),
-        noise(tmp_path / "a" / "song.flac", 0.7, seed=3),
+        write_noise(tmp_path / "a" / "song.wav", 0.5, seed=1),
+        write_noise(tmp_path / "b" / "song.wav", 0.6, seed=2),
+        write_noise(tmp_path / "a" / "song.flac", 0.7, seed=3),
     ]
     out = tmp_path / "out"
     run = dsu("separate", *inputs, inputs[0], "-m", "center", "-o", out, "-q")
@@ -103,7 +96,7 @@ def test_output_names_are_distinct_and_stable():
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_ends_the_run_cleanly(tmp_path: Path, sig: signal.Signals):
-    source = noise(tmp_path / "in.wav", 10.0)
+    source = write_noise(tmp_path / "in.wav", 10.0)
     existing = tmp_path / "existing"
     existing.mkdir()
     out = existing / "made" / "out"
@@ -119,7 +112,7 @@ def test_a_signal_ends_the_run_cleanly(tmp_path: Path, sig: signal.Signals):
 
 
 def test_a_killed_runs_temp_files_are_removed_by_the_next(tmp_path: Path):
-    source = noise(tmp_path / "in.wav", 10.0)
+    source = write_noise(tmp_path / "in.wav", 10.0)
     out = tmp_path / "out"
     track = out / "in"
     # A user's files, one even named like a DSU temp file (but not of an audio format).
@@ -180,8 +173,8 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_is_named_and_leaves_nothing(tmp_path: Path, full_disk: Path):
-    first = noise(tmp_path / "one.wav", 10.0)
-    second = noise(tmp_path / "two.wav", 10.0, seed=1)
+    first = write_noise(tmp_path / "one.wav", 10.0)
+    second = write_noise(tmp_path / "two.wav", 10.0, seed=1)
     for out in (full_disk / "new", full_disk):
         run = dsu("separate", first, second, "-m", "center", "-o", out, "-q")
         assert run.returncode == 1, run.stderr
@@ -216,7 +209,7 @@ USAGE_ERRORS = {
 def test_usage_errors_exit_2_once_before_any_work(tmp_path: Path, flags: list, message: str):
     broken = tmp_path / "broken.mp3"
     broken.write_bytes(b"\x00" * 1000)
-    good = noise(tmp_path / "good.wav", 0.5)
+    good = write_noise(tmp_path / "good.wav", 0.5)
     out = tmp_path / "out"
     missing = tmp_path / "other.wav"
     run = dsu("separate", broken, good, missing, "-m", "center", "-o", out, "-q", *flags)

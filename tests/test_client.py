@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from dsu.client import WorkerClient, WorkerError, WorkerExited, WorkerTimeout
-from test_worker_support import LONG_SECONDS, LONG_WORK, write_noise
+from helpers import CENTRED, write_noise
+from test_worker_support import LONG_SECONDS, LONG_WORK
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("client")
-    write_noise(root / "short.wav", 1.0)
-    write_noise(root / "long.wav", LONG_SECONDS, seed=3)
+    write_noise(root / "short.wav", 1.0, **CENTRED)
+    write_noise(root / "long.wav", LONG_SECONDS, seed=3, **CENTRED)
     (root / "models").mkdir()
     return root
 

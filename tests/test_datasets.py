@@ -21,13 +21,10 @@ from dsu.audio.stems_mp4 import (
 )
 from dsu.datasets import Track, find_tracks
 from dsu.errors import BadAudio, BadRequest
+from helpers import sdr
 
 ROCK = "Music Delta - 80s Rock"
 FALCON = "The Easton Ellises - Falcon 69"
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(reference**2) / np.sum((reference - estimate) ** 2)))
 
 
 def mu_audio(
@@ -77,7 +74,7 @@ def test_musdb_stem_files_decode_to_five_streams_that_sum_to_the_mixture(
     assert all(s.dtype == np.float32 for s in streams.values())
     stem_sum = sum(streams[n] for n in NI_STEMS)
     body = slice(0, frames - 2048)
-    assert snr_db(streams["mixture"][:, body], stem_sum[:, body]) >= min_snr_db
+    assert sdr(streams["mixture"][:, body], stem_sum[:, body]) >= min_snr_db
     for stem in NI_STEMS:
         assert np.sqrt(np.mean(streams[stem] ** 2)) > 1e-3, f"{stem} is silent"
 
@@ -105,12 +102,12 @@ def test_write_stem_mp4_round_trip_with_traktor_metadata(mu_dir: Path, tmp_path:
     decoded, rate = read_stem_mp4(target)
     assert rate == 44100
     assert {s.shape for s in decoded.values()} == {mixture.shape}  # priming and padding gone
-    assert snr_db(mixture, decoded["mixture"]) > 25
+    assert sdr(mixture, decoded["mixture"]) > 25
     for name in NI_STEMS:
-        assert snr_db(stems[name], decoded[name]) > 25, name
+        assert sdr(stems[name], decoded[name]) > 25, name
     # an ordinary decoder plays the first stream: the mixture
     first, first_rate = audio.read(target)
-    assert first_rate == 44100 and snr_db(mixture, first[:, : mixture.shape[1]]) > 25
+    assert first_rate == 44100 and sdr(mixture, first[:, : mixture.shape[1]]) > 25
 
     meta = read_stem_metadata(target)
     assert meta is not None and meta["version"] == 1
@@ -152,7 +149,7 @@ def test_write_stem_mp4_mono_becomes_stereo(tmp_path: Path) -> None:
     decoded, rate = read_stem_mp4(path)
     assert rate == 48000
     assert decoded["vocals"].shape == (2, 48000)
-    assert snr_db(np.repeat(tone, 2, axis=0), decoded["vocals"]) > 25
+    assert sdr(np.repeat(tone, 2, axis=0), decoded["vocals"]) > 25
 
 
 def test_read_stem_mp4_rejects_ordinary_audio(tmp_path: Path) -> None:
@@ -178,7 +175,7 @@ def test_shared_audio_is_a_dataset_of_three_tracks(shared_dir: Path, mu_dir: Pat
     assert sorted(mu.stems) == sorted(NI_STEMS)
     assert all(s.shape == mu.mixture.shape == (2, 308_700) for s in mu.stems.values())
     # shared/README: the stems sum to the mixture within -32.8 dB
-    assert snr_db(mu.mixture, sum(mu.stems.values())) == pytest.approx(32.8, abs=0.1)
+    assert sdr(mu.mixture, sum(mu.stems.values())) == pytest.approx(32.8, abs=0.1)
     rock = tracks[1].load()
     assert rock.mixture.shape == (2, 299_880) and sorted(rock.stems) == sorted(NI_STEMS)
     # a track folder or a stem file on its own is a one-track dataset

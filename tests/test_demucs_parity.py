@@ -16,6 +16,7 @@ from dsu.archs import demucs as demucs_family
 from dsu.archs.base import Bag
 from dsu.engine import EngineOptions, separate_array
 from dsu.registry.entry import ModelEntry
+from helpers import sdr
 from tiny_demucs import SOURCES, tiny_net, write_package
 
 
@@ -25,11 +26,6 @@ def reference(model: torch.nn.Module, mix: torch.Tensor, **kwargs: object) -> to
     with torch.no_grad():
         out = apply_model(model, ((mix - mean) / std)[None], shifts=0, overlap=0.25, **kwargs)
     return out[0] * std + mean
-
-
-def sdr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
-    error = (reference - estimate).square().sum()
-    return float(10 * torch.log10(reference.square().sum() / error.clamp_min(1e-30)))
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +103,7 @@ def test_diffq_quantized_package_loads_like_demucs(mix: torch.Tensor, tmp_path: 
     quantizer = DiffQuantizer(net, min_size=0.0001, group_size=8)
     state = quantizer.get_quantized_state()
     state["__quantized"] = True
-    args, kwargs = net._init_args_kwargs
-    package = {"klass": net.__class__, "args": args, "kwargs": kwargs, "state": state}
-    path = tmp_path / "q0000000-00000000.th"
-    torch.save(package, path)
+    path = write_package(net, tmp_path, "q0000000", state)
     entry = ModelEntry("tiny_q", "demucs", weights=(path,), stems=tuple(SOURCES))
     ours = demucs_family.load(entry)
     theirs = load_model(path).eval()

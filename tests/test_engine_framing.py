@@ -1,4 +1,4 @@
-"""Chunk planning, windows and streaming of the engine's two framings (demucs, msst)."""
+"""Chunk planning, windows and streaming of the engine's framings (demucs, msst, mdx)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ class Probe(SeparationModel):
         fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.framing = framing
+        # UVR's MDX framing always trims (n_fft // 2): its Hann windows are zero at the
+        # chunk ends, which the trim keeps outside the track.
+        self.trim = segment // 8 if framing == "mdx" else 0
         self.segment = segment
         self.num_overlap = num_overlap
         self.stems = ["same", "shaped"]

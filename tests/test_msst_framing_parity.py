@@ -16,6 +16,7 @@ from msst.utils.model_utils import _getWindowingArray, apply_tta, demix
 from dsu.archs.msst import MsstModel
 from dsu.engine import EngineOptions, separate_array
 from dsu.engine.window import MSST_FADE_DIVISOR, fade_window
+from helpers import sdr
 
 CHUNK = 1000
 STEMS = ["vocals", "drums"]
@@ -54,11 +55,6 @@ def config(num_overlap: int, batch_size: int = 1, **inference: object) -> dict:
 def reference(net: torch.nn.Module, settings: dict, mix: torch.Tensor) -> torch.Tensor:
     out = demix(ConfigDict(settings), net, mix.numpy(), torch.device("cpu"), "bs_roformer")
     return torch.from_numpy(np.stack([out[name] for name in STEMS]))
-
-
-def sdr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
-    error = (reference - estimate).square().sum()
-    return float(10 * torch.log10(reference.square().sum() / error.clamp_min(1e-30)))
 
 
 def mixture(length: int, seed: int = 0) -> torch.Tensor:

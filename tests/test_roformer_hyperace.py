@@ -26,15 +26,11 @@ with warnings.catch_warnings():
 
 from dsu.archs.msst import load_strict, read_state_dict
 from dsu.archs.roformer import BSRoformer, parse_model_config
-from dsu.archs.roformer.hyperace import (
-    MASK_MODES,
-    NO_SEGM,
-    BSRoformerHyperACE,
-    InstanceNorm,
-    SegmentationNet,
-    is_hyperace,
-)
+from dsu.archs.roformer.hyperace import MASK_MODES, NO_SEGM, BSRoformerHyperACE, is_hyperace
+from dsu.archs.roformer.hyperace_blocks import InstanceNorm
+from dsu.archs.roformer.hyperace_segm import SegmentationNet
 from dsu.errors import BadRequest, UnsupportedModel
+from helpers import sdr
 
 PARITY_DB = 60.0
 HOP = 16
@@ -74,11 +70,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def sdr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
-    error = (reference - estimate).double().square().sum()
-    return float(10 * torch.log10(reference.double().square().sum() / error.clamp_min(1e-30)))
 
 
 def open_gates(module: torch.nn.Module, seed: int = 0) -> None:

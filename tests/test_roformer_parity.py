@@ -23,17 +23,13 @@ from dsu.archs.roformer.config import IGNORED_KEYS
 from dsu.archs.roformer.mel_band_roformer import mel_band_support
 from dsu.errors import RegistryError
 from dsu.registry.entry import ModelEntry
+from helpers import sdr
 from roformer_configs import HOP, TINY_BS, TINY_MEL, VIPERX_EP317, audio, ours_like
 
 PARITY_DB = 60.0
 
 # The references probe their STFT size with a window-less torch.stft when built.
 pytestmark = pytest.mark.filterwarnings("ignore:A window was not provided:UserWarning")
-
-
-def sdr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
-    error = (reference - estimate).double().square().sum()
-    return float(10 * torch.log10(reference.double().square().sum() / error.clamp_min(1e-30)))
 
 
 def compare(package: str, arch: str, config: dict[str, Any], mix: torch.Tensor) -> float:

@@ -16,7 +16,7 @@ from ml_collections import ConfigDict
 from msst.utils.model_utils import demix
 
 from corpus import run_cli
-from dsu.metrics import sdr
+from helpers import sdr, write_noise
 from roformer_configs import TINY_BS, msst_bs, msst_mel
 from test_worker_support import request, spawn
 
@@ -32,10 +32,6 @@ CONFIG = {
 def _write_yaml(path: Path, config: dict) -> None:
     """As MSST writes them: tuples tagged ``!!python/tuple``."""
     path.write_text(yaml.dump(config, Dumper=yaml.Dumper), encoding="utf-8")
-
-
-def _sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    return float(sdr(reference, estimate))
 
 
 def test_dsu_separate_on_an_msst_folder_matches_msst_demix(tmp_path: Path) -> None:
@@ -62,8 +58,8 @@ def test_dsu_separate_on_an_msst_folder_matches_msst_demix(tmp_path: Path) -> No
     with torch.inference_mode():
         theirs = demix(ConfigDict(CONFIG), reference, torch.from_numpy(mix), "cpu", "bs_roformer")
     vocals = np.asarray(theirs["vocals"], dtype=np.float32)
-    assert _sdr(vocals, ours["vocals"]) >= 60
-    assert _sdr(mix - vocals, ours["other"]) >= 60
+    assert sdr(vocals, ours["vocals"]) >= 60
+    assert sdr(mix - vocals, ours["other"]) >= 60
 
 
 def test_seed_worker_lines_with_the_denoise_alias(tmp_path: Path) -> None:
@@ -87,8 +83,7 @@ def test_seed_worker_lines_with_the_denoise_alias(tmp_path: Path) -> None:
         ["models", "pull", "denoise", "--models-dir", str(models), "--mirror", str(mirror)]
     )
     assert pulled.returncode == 0, pulled.stderr[-2000:]
-    source = tmp_path / "noisy.wav"
-    sf.write(source, (0.1 * np.random.default_rng(1).standard_normal((44100, 2))), 44100)
+    source = write_noise(tmp_path / "noisy.wav", 1.0, seed=1, amplitude=0.1)
 
     process, ready = spawn(["--models-dir", str(models)])
     try:

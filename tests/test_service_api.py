@@ -19,7 +19,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from dsu import audio
-from test_service_support import SECRET, LocalHTTP, Server, noise_wav, read_wav
+from helpers import VOICED, noise_wav
+from test_service_support import SECRET, LocalHTTP, Server, read_wav
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def mp3_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    wav, sr = read_wav(noise_wav(3.0, seed=1))
+    wav, sr = read_wav(noise_wav(3.0, seed=1, **VOICED))
     path = audio.write(tmp_path_factory.mktemp("mp3") / "in.mp3", wav, sr, "mp3", bitrate=128)
     return path.read_bytes()
 
@@ -82,7 +83,7 @@ needs_curl = pytest.mark.skipif(
 @needs_curl
 def test_seed_curl_sync_example(server: Server, tmp_path: Path) -> None:
     """The seed README's command, with a real file as the payload it elides."""
-    wav = noise_wav(2.0)
+    wav = noise_wav(2.0, **VOICED)
     payload = (
         '{\n    "audio_base64": "data:audio/mpeg;base64,%s",\n    "model": "%s",\n'
         '    "output_format": "mp3"\n  }'
@@ -178,7 +179,7 @@ def test_seed_curl_async_example(server: Server, web: LocalHTTP, mp3_bytes: byte
 
 
 def test_sync_json_round_trip_is_lossless_with_wav(server: Server) -> None:
-    wav = noise_wav(2.0, seed=3)
+    wav = noise_wav(2.0, seed=3, **VOICED)
     r = httpx.post(
         f"{server.url}/separate-sync",
         json={"audio_base64": base64.b64encode(wav).decode(), "output_format": "wav"},
@@ -199,7 +200,7 @@ def test_sync_json_round_trip_is_lossless_with_wav(server: Server) -> None:
 def test_sync_multipart_upload(server: Server) -> None:
     r = httpx.post(
         f"{server.url}/separate-sync",
-        files={"file": ("song.wav", noise_wav(1.0), "audio/wav")},
+        files={"file": ("song.wav", noise_wav(1.0, **VOICED), "audio/wav")},
         data={"output_format": "flac", "model": "center"},
         timeout=120,
     )
@@ -210,7 +211,7 @@ def test_sync_multipart_upload(server: Server) -> None:
 
 
 def test_async_job_id_is_idempotent(server: Server, web: LocalHTTP) -> None:
-    web.routes["/idem.wav"] = (200, {}, noise_wav(1.0))
+    web.routes["/idem.wav"] = (200, {}, noise_wav(1.0, **VOICED))
     form = {
         "job_id": "idem-1",
         "audio_url": f"{web.url}/idem.wav",
@@ -263,7 +264,7 @@ def test_garbage_audio_fails_clearly_and_the_webhook_says_so(
 def test_webhook_retried_with_backoff_same_event_fresh_signature(
     server: Server, web: LocalHTTP
 ) -> None:
-    web.routes["/retry.wav"] = (200, {}, noise_wav(1.0))
+    web.routes["/retry.wav"] = (200, {}, noise_wav(1.0, **VOICED))
     web.routes["/hook-retry"] = [(500, {}, b"down"), (503, {}, b"down"), (200, {}, b"ok")]
     httpx.post(
         f"{server.url}/separate-async",
@@ -283,7 +284,7 @@ def test_webhook_retried_with_backoff_same_event_fresh_signature(
 
 
 def test_files_and_delete(server: Server, web: LocalHTTP) -> None:
-    web.routes["/del.wav"] = (200, {}, noise_wav(1.0))
+    web.routes["/del.wav"] = (200, {}, noise_wav(1.0, **VOICED))
     httpx.post(
         f"{server.url}/separate-async",
         data={"job_id": "del-1", "audio_url": f"{web.url}/del.wav", "output_format": "wav"},
@@ -335,7 +336,7 @@ def test_oversize_bodies_are_refused(server: Server) -> None:
 
 def test_overlong_audio_is_refused_before_decoding(server: Server) -> None:
     # 30 s of 8 kHz mono: small in bytes, over the 20 s duration cap.
-    long_wav = noise_wav(30.0, samplerate=8000, channels=1)
+    long_wav = noise_wav(30.0, rate=8000, channels=1, **VOICED)
     r = httpx.post(
         f"{server.url}/separate-sync", json={"audio_base64": base64.b64encode(long_wav).decode()}
     )
@@ -386,7 +387,10 @@ def test_unknown_routes_and_methods(server: Server) -> None:
 
 
 def test_twenty_simultaneous_sync_requests(server: Server) -> None:
-    payload = {"audio_base64": base64.b64encode(noise_wav(0.5)).decode(), "output_format": "wav"}
+    payload = {
+        "audio_base64": base64.b64encode(noise_wav(0.5, **VOICED)).decode(),
+        "output_format": "wav",
+    }
     results: list[httpx.Response | Exception] = []
 
     def call() -> None:
@@ -466,7 +470,7 @@ def test_the_api_description_stays_open_and_says_what_needs_a_key(locked: Server
 
 def test_retention_removes_finished_jobs(locked: Server, web: LocalHTTP) -> None:
     headers = {"Authorization": "Bearer key-one"}
-    web.routes["/ret.wav"] = (200, {}, noise_wav(0.5))
+    web.routes["/ret.wav"] = (200, {}, noise_wav(0.5, **VOICED))
     r = httpx.post(
         f"{locked.url}/separate-async",
         headers=headers,

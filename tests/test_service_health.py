@@ -11,7 +11,8 @@ import httpx
 import pytest
 import torch
 
-from test_service_support import Server, noise_wav
+from helpers import VOICED, noise_wav
+from test_service_support import Server
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_precision_reaches_the_separator(tmp_path: Path) -> None:
     try:
         health = httpx.get(f"{server.url}/health")
         assert health.status_code == 503 and "fp16" in health.json()["model_error"]
-        wav = base64.b64encode(noise_wav(0.5)).decode()
+        wav = base64.b64encode(noise_wav(0.5, **VOICED)).decode()
         r = httpx.post(f"{server.url}/separate-sync", json={"audio_base64": wav}, timeout=120)
         assert r.status_code == 400 and "fp16" in r.json()["error"]["message"], r.text
     finally:

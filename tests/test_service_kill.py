@@ -11,20 +11,21 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from test_service_support import SECRET, LocalHTTP, Server, noise_wav
+from helpers import VOICED, noise_wav
+from test_service_support import SECRET, LocalHTTP, Server
 
 pytestmark = pytest.mark.slow
 
 # Long enough that the kill lands while it separates: 8 kHz mono keeps the file small,
 # the engine still works at the model's 44.1 kHz stereo.
-LONG_INPUT = noise_wav(90.0, samplerate=8000, channels=1)
+LONG_INPUT = noise_wav(90.0, rate=8000, channels=1, **VOICED)
 
 
 @pytest.fixture()
 def web() -> Iterator[LocalHTTP]:
     server = LocalHTTP()
     server.routes["/long.wav"] = (200, {}, LONG_INPUT)
-    server.routes["/short.wav"] = (200, {}, noise_wav(0.5))
+    server.routes["/short.wav"] = (200, {}, noise_wav(0.5, **VOICED))
     server.routes["/hook"] = (200, {}, b"ok")
     yield server
     server.close()

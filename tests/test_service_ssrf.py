@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from dsu.service.fetch import AddressPolicy, Fetcher, FetchFailed, UrlNotAllowed, vet_url
-from test_service_support import LocalHTTP, Server, noise_wav
+from helpers import VOICED, noise_wav
+from test_service_support import LocalHTTP, Server
 
 LOOPBACK_ONLY = (ipaddress.ip_network("127.0.0.1/32"),)
 
@@ -56,7 +57,7 @@ def refused_urls(port: int) -> list[str]:
 
 
 def test_every_private_audio_url_is_refused_untouched(strict: Server, web: LocalHTTP) -> None:
-    web.routes["/a.wav"] = (200, {}, noise_wav(0.5))
+    web.routes["/a.wav"] = (200, {}, noise_wav(0.5, **VOICED))
     for url in refused_urls(web.port):
         r = httpx.post(f"{strict.url}/separate-async", data={"audio_url": url})
         assert r.status_code == 400, (url, r.text)

@@ -1,5 +1,5 @@
 """Shared pieces of the service tests: a real ``dsu serve`` subprocess on 127.0.0.1, a real
-HTTP server for audio URLs and webhooks, and test audio. No tests live here."""
+HTTP server for audio URLs and webhooks, and reading returned audio. No tests live here."""
 
 from __future__ import annotations
 
@@ -30,17 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def noise_wav(seconds: float, samplerate: int = 44100, channels: int = 2, seed: int = 0) -> bytes:
-    """A 16-bit wav of ``seconds`` of stereo noise with a centred tone (vocals for center)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * samplerate)
-    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / samplerate)
-    x = 0.05 * rng.standard_normal((n, channels)) + tone[:, None]
-    buf = io.BytesIO()
-    sf.write(buf, x.astype(np.float32), samplerate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:

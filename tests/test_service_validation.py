@@ -12,12 +12,13 @@ import httpx
 import pytest
 
 from dsu.audio.formats import DEFAULT_MP3_BITRATE
-from test_service_support import LocalHTTP, Server, noise_wav
+from helpers import VOICED, noise_wav
+from test_service_support import LocalHTTP, Server
 
 pytestmark = pytest.mark.slow
 
-CD = noise_wav(2.0)  # 44.1 kHz stereo
-WIDEBAND = noise_wav(1.0, samplerate=16000)  # MPEG-2 rates: at most 160 kbit/s
+CD = noise_wav(2.0, **VOICED)  # 44.1 kHz stereo
+WIDEBAND = noise_wav(1.0, rate=16000, **VOICED)  # MPEG-2 rates: at most 160 kbit/s
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +154,13 @@ def test_the_default_mp3_bitrate_is_the_shared_one(server: Server) -> None:
 
 
 def test_errors_give_no_command_line_advice(server: Server) -> None:
-    six = noise_wav(0.5, channels=6)
+    six = noise_wav(0.5, channels=6, **VOICED)
     message = error(sync(server, six), 400, "bad_audio")
     assert "6 channels" in message and "mix it down to stereo before sending it" in message
     public(message, server)
 
 
 def test_two_stems_that_exist_pass(server: Server) -> None:
-    r = sync(server, noise_wav(0.5), two_stems="vocals", output_format="wav")
+    r = sync(server, noise_wav(0.5, **VOICED), two_stems="vocals", output_format="wav")
     assert r.status_code == 200, r.text
     assert r.json()["stems"] == ["vocals", "no_vocals"]

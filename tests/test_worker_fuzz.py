@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dsu.client import WorkerProcess
-from test_worker_support import spawn, write_noise
+from helpers import CENTRED, write_noise
+from test_worker_support import spawn
 
 COMMANDS = [
     "ping",
@@ -101,7 +102,7 @@ def _terminal_replies(worker: WorkerProcess, sentinel: str) -> list[dict[str, An
 
 def test_random_lines_each_get_one_reply(tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("fuzz")
-    audio = write_noise(root / "tiny.wav", 0.2)
+    audio = write_noise(root / "tiny.wav", 0.2, **CENTRED)
     paths = [str(audio), str(root / "out"), str(root / "missing.wav"), "/etc/hostname", ""]
     worker, _ = spawn(["--models-dir", str(root / "models"), "--allowed-root", str(root)])
     sent = {"lines": 0, "batches": 0}

@@ -15,15 +15,16 @@ import soundfile as sf
 
 from dsu.client import WorkerProcess, worker_command
 from dsu.engine import EngineOptions
-from test_worker_support import LONG_SECONDS, LONG_WORK, read_reply, request, spawn, write_noise
+from helpers import CENTRED, write_noise
+from test_worker_support import LONG_SECONDS, LONG_WORK, read_reply, request, spawn
 from tiny_demucs import write_models_dir
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hardening")
-    write_noise(root / "short.wav", 0.6)
-    write_noise(root / "long.wav", LONG_SECONDS, seed=1)
+    write_noise(root / "short.wav", 0.6, **CENTRED)
+    write_noise(root / "long.wav", LONG_SECONDS, seed=1, **CENTRED)
     # Tiny networks with 1-second training segments: an HTDemucs cannot take a longer one.
     write_models_dir(
         root / "models", {"ht": {"nets": [("htdemucs", 0)]}, "hd": {"nets": [("hdemucs", 0)]}}
@@ -145,6 +146,7 @@ def test_ending_signal_cancels_and_removes_partial_files(
         assert (reply["status"], reply["id"]) == ("cancelled", "s")
         assert process.read(timeout=30)["status"] == "shutdown"
         assert process.wait(30) == 0
-        assert list(output.iterdir()) == [], "no partial file is left behind"
+        # No partial file is left behind, nor the directory the request created.
+        assert not output.exists()
     finally:
         process.kill()

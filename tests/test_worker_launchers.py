@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from test_worker_support import request, spawn, write_models_json, write_noise
+from helpers import CENTRED, write_noise
+from test_worker_support import request, spawn, write_models_json
 from tiny_demucs import write_models_dir
 
 BIN = Path(sys.executable).parent
@@ -28,6 +29,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "arch": "vr",
         "weights": "weights/UVR-Vocals.pth",
         "stems": ["vocals", "instrumental"],
+    }
+    (root / "weights" / "scnet_xl.ckpt").write_bytes(b"an SCNet checkpoint")
+    manifest["scnet-xl"] = {
+        "arch": "scnet",
+        "weights": "weights/scnet_xl.ckpt",
+        "stems": ["drums", "bass", "other", "vocals"],
     }
     return write_models_json(root, manifest, default="tiny")
 
@@ -63,7 +70,7 @@ def test_demucs_launcher_serves_only_demucs(models: Path, tmp_path: Path) -> Non
             process,
             {
                 "cmd": "separate",
-                "input": str(write_noise(tmp_path / "a.wav", 1.0)),
+                "input": str(write_noise(tmp_path / "a.wav", 1.0, **CENTRED)),
                 "output": str(tmp_path / "out"),
                 "model": "tiny",
                 "two_stems": "vocals",
@@ -111,24 +118,41 @@ def test_foreign_family_is_refused_at_start(models: Path) -> None:
 
 def test_unimplemented_family_answers_model_not_found(models: Path) -> None:
     process, ready = spawn(
-        command=[str(BIN / "dsu-audio-separator"), "--worker", "--models-dir", str(models)]
+        command=[str(BIN / "dsu-bsroformer"), "--worker", "--models-dir", str(models)]
     )
     try:
-        assert "vr" in ready["unsupported_architectures"]
-        assert "demucs" in ready["architectures"]
+        assert "scnet" in ready["unsupported_architectures"]
+        assert "bs_roformer" in ready["architectures"]
         listed = request(process, {"cmd": "list_models", "id": 1})
-        assert listed["models"] == ["tiny", "uvr-vocals"]
+        assert listed["models"] == ["scnet-xl"]
         details = {d["name"]: d for d in listed["details"]}
-        assert details["uvr-vocals"]["runnable"] is False
-        reply = request(process, {"cmd": "load_model", "model": "uvr-vocals", "id": 2})
+        assert details["scnet-xl"]["runnable"] is False
+        reply = request(process, {"cmd": "load_model", "model": "scnet-xl", "id": 2})
         assert (reply["status"], reply["code"], reply["id"]) == ("error", "model_not_found", 2)
-        assert "'vr'" in reply["message"]
+        assert "'scnet'" in reply["message"]
         assert request(process, {"cmd": "ping", "id": 3})["status"] == "pong"
     finally:
         process.kill()
 
 
-@pytest.mark.parametrize("launcher", ["dsu-bsroformer", "dsu-apollo"])
+def test_a_served_family_names_what_is_wrong_with_a_model(models: Path) -> None:
+    """A VR file with no UVR model data (and no real weights) is a typed error naming it."""
+    process, ready = spawn(
+        command=[str(BIN / "dsu-audio-separator"), "--worker", "--models-dir", str(models)]
+    )
+    try:
+        assert {"demucs", "vr", "mdx", "apollo"} <= set(ready["architectures"])
+        listed = request(process, {"cmd": "list_models", "id": 1})
+        assert listed["models"] == ["tiny", "uvr-vocals"]
+        reply = request(process, {"cmd": "load_model", "model": "uvr-vocals", "id": 2})
+        assert reply["status"] == "error" and reply["code"] in {"bad_request", "io_error"}
+        assert "UVR-Vocals.pth" in reply["message"]
+        assert request(process, {"cmd": "ping", "id": 3})["status"] == "pong"
+    finally:
+        process.kill()
+
+
+@pytest.mark.parametrize("launcher", ["dsu-apollo"])
 def test_other_launchers_start_and_refuse_foreign_models(launcher: str, models: Path) -> None:
     process, ready = spawn(command=[str(BIN / launcher), "--worker", "--models-dir", str(models)])
     try:

@@ -13,13 +13,14 @@ import pytest
 import soundfile as sf
 
 from dsu.client import WorkerProcess, worker_command
-from test_worker_support import read_reply, request, spawn, write_noise
+from helpers import CENTRED, write_noise
+from test_worker_support import read_reply, request, spawn
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("protocol")
-    write_noise(root / "short.wav", 1.0)
+    write_noise(root / "short.wav", 1.0, **CENTRED)
     (root / "models").mkdir()
     return root
 

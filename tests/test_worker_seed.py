@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from test_worker_support import read_reply, spawn, write_noise
+from helpers import CENTRED, write_noise
+from test_worker_support import read_reply, spawn
 from tiny_demucs import SOURCES, write_models_dir
 
 # What the seed's Node client (tests/test_all_workers_node.js) treats as a final reply.
@@ -29,7 +30,7 @@ def seed_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "models",
         {"htdemucs_ft": {"nets": [("demucs", 0)]}, "htdemucs": {"nets": [("demucs", 1)]}},
     )
-    write_noise(root / "audio.wav", 1.5)
+    write_noise(root / "audio.wav", 1.5, **CENTRED)
     return root
 
 

@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from dsu.client import WorkerProcess, worker_command
+from helpers import CENTRED, write_noise
 from test_worker_support import (
     LONG_SECONDS,
     LONG_WORK,
@@ -25,7 +26,6 @@ from test_worker_support import (
     request,
     spawn,
     write_models_json,
-    write_noise,
 )
 from tiny_demucs import write_models_dir
 
@@ -33,8 +33,8 @@ from tiny_demucs import write_models_dir
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("media")
-    write_noise(root / "short.wav", 2.0)
-    write_noise(root / "long.wav", LONG_SECONDS, seed=1)
+    write_noise(root / "short.wav", 2.0, **CENTRED)
+    write_noise(root / "long.wav", LONG_SECONDS, seed=1, **CENTRED)
     (root / "not-audio.wav").write_text("this is text, not audio\n")
     models = write_models_dir(root / "models", {"tiny": {"nets": [("demucs", 0)]}})
     (models / "weights" / "broken.pt").write_bytes(b"\x80\x02 definitely not a checkpoint")
@@ -239,8 +239,8 @@ def test_undecodable_input_is_bad_audio(worker: WorkerProcess, media: Path) -> N
 def test_allowed_root(tmp_path: Path, media: Path) -> None:
     root = tmp_path / "root"
     outside = tmp_path / "outside"
-    inside_input = write_noise(root / "in.wav", 0.5)
-    outside_input = write_noise(outside / "in.wav", 0.5)
+    inside_input = write_noise(root / "in.wav", 0.5, **CENTRED)
+    outside_input = write_noise(outside / "in.wav", 0.5, **CENTRED)
     (root / "link-in.wav").symlink_to(outside_input)
     (root / "link-dir").symlink_to(outside, target_is_directory=True)
     process, _ = spawn(

@@ -1,4 +1,4 @@
-"""Helpers shared by the worker tests: spawning real workers and making input audio.
+"""Helpers shared by the worker tests: spawning real workers and talking to them.
 
 Holds no tests itself; the ``test_worker*`` modules import it (pytest puts ``tests/`` on
 ``sys.path``).
@@ -11,9 +11,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import soundfile as sf
 
 from dsu.client import WorkerProcess, worker_command
 
@@ -33,18 +30,6 @@ def spawn(
     ready = process.read(timeout=60)
     assert ready["status"] == "ready", ready
     return process, ready
-
-
-def write_noise(path: Path, seconds: float, samplerate: int = 44100, seed: int = 0) -> Path:
-    """A stereo 16-bit WAV of quiet noise with a shared (centre) component."""
-    rng = np.random.default_rng(seed)
-    frames = int(seconds * samplerate)
-    centre = rng.standard_normal(frames)
-    sides = rng.standard_normal((frames, 2))
-    data = (0.1 * (centre[:, None] + 0.5 * sides)).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, data, samplerate, subtype="PCM_16")
-    return path
 
 
 def read_reply(

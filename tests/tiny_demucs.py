@@ -42,14 +42,21 @@ def tiny_net(kind: str, seed: int = 0, sources: list[str] | None = None) -> torc
     raise ValueError(kind)
 
 
-def write_package(net: torch.nn.Module, directory: Path, signature: str) -> Path:
-    """Save ``net`` as ``<signature>-<sha256[:8]>.th``, as demucs names its checkpoints."""
+def write_package(
+    net: torch.nn.Module, directory: Path, signature: str, state: dict | None = None
+) -> Path:
+    """Save ``net`` as ``<signature>-<sha256[:8]>.th``, as demucs names its checkpoints.
+
+    ``state`` replaces the network's own state dict, e.g. with a diffq-quantized one.
+    """
     args, kwargs = net._init_args_kwargs
+    if state is None:
+        state = {k: v.clone() for k, v in net.state_dict().items()}
     package = {
         "klass": net.__class__,
         "args": args,
         "kwargs": kwargs,
-        "state": {k: v.clone() for k, v in net.state_dict().items()},
+        "state": state,
         "training_args": {},
     }
     buffer = io.BytesIO()

@@ -20,18 +20,18 @@ import torch
 from dsu import archs, audio
 from dsu.archs.base import Bag, SeparationModel
 from dsu.audio.encode import make_dirs, remove_empty_dirs
-from dsu.engine import EngineOptions, StatsAccumulator, TrackStats, resolve_device, separate_stream
+from dsu.engine import EngineOptions, TrackStats, resolve_device, separate_stream
 from dsu.engine.allocator import keep_freed_memory, release_free_memory
-from dsu.engine.options import check_against
+from dsu.engine.options import DEFAULT_PRECISION, check_against
+from dsu.engine.overlap_add import stats_accumulator
 from dsu.errors import BadAudio, BadRequest, Cancelled
 from dsu.progress import ProgressCallback
 from dsu.registry import Registry
 from dsu.registry.entry import ModelEntry
 from dsu.registry.verify import ensure_checksums
+from dsu.streams import Input, StemSink, array_input, file_input
 
 CancelLike = Callable[[], bool] | threading.Event
-
-_BLOCK = 1 << 17
 
 
 @dataclass
@@ -53,51 +53,6 @@ class SeparationResult:
     samplerate: int
     elapsed: float
     clipped: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Input:
-    """A mixture to separate: a file or an array, read block by block at its own rate."""
-
-    name: str
-    samplerate: int
-    channels: int
-    frames: int  # exact for arrays and most files, an estimate for AAC/MP4 (progress only)
-    blocks: Callable[[], Iterator[np.ndarray]]
-
-
-def _array_input(data: np.ndarray | torch.Tensor, samplerate: int | None) -> _Input:
-    if samplerate is None:
-        raise BadRequest("an array input needs its samplerate")
-    array = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-    if array.ndim == 1:
-        array = array[None]
-    if array.ndim != 2:
-        raise BadAudio("<array>", f"expected [channels, samples], got shape {array.shape}")
-    if array.shape[1] <= 2 < array.shape[0]:
-        array = array.T  # [T, C], as soundfile returns it
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if array.shape[1] == 0:
-        raise BadAudio("<array>", "no audio samples (zero length)")
-    if not np.isfinite(array).all():
-        raise BadAudio("<array>", "contains NaN or infinite samples")
-    return _Input(
-        "<array>",
-        samplerate,
-        array.shape[0],
-        array.shape[1],
-        lambda: (array[:, i : i + _BLOCK] for i in range(0, array.shape[1], _BLOCK)),
-    )
-
-
-def _file_input(path: Path) -> _Input:
-    info = audio.probe(path)
-
-    def blocks() -> Iterator[np.ndarray]:
-        with audio.AudioReader(path, _BLOCK) as reader:
-            yield from reader
-
-    return _Input(str(path), info.samplerate, info.channels, info.frames, blocks)
 
 
 def _cancel_check(cancel: CancelLike | None) -> Callable[[], bool] | None:
@@ -132,7 +87,7 @@ class Separator:
         *,
         models_dir: str | Path | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         overlap: float | None = None,
         shifts: int = 0,
         batch_size: int | None = None,
@@ -148,7 +103,7 @@ class Separator:
             self.entry = model
         else:
             self.entry = self.registry.resolve(
-                model or self.registry.default or "center",
+                model,
                 allow_checksum_mismatch=allow_checksum_mismatch,
             )
         self.options = EngineOptions(
@@ -257,9 +212,9 @@ class Separator:
         started = time.perf_counter()
         check_against(options or self.options, self.model)
         source = (
-            _file_input(Path(audio_input))
+            file_input(Path(audio_input))
             if isinstance(audio_input, str | Path)
-            else _array_input(audio_input, samplerate)
+            else array_input(audio_input, samplerate)
         )
         wanted, complement_of = self.check_stems(stems, two_stems)
         model = self.model
@@ -271,7 +226,7 @@ class Separator:
         out_length = round(frames * out_rate / source.samplerate)
         names = wanted + ([f"no_{complement_of}"] if complement_of else [])
         sinks = {
-            name: _StemSink(model.samplerate, model.channels, out_rate, out_channels, out_length)
+            name: StemSink(model.samplerate, model.channels, out_rate, out_channels, out_length)
             for name in names
         }
         writers: dict[str, audio.AudioWriter] = {}
@@ -327,7 +282,7 @@ class Separator:
         )
 
     def _model_blocks(
-        self, source: _Input, blocks: Iterator[np.ndarray] | None = None
+        self, source: Input, blocks: Iterator[np.ndarray] | None = None
     ) -> Iterator[np.ndarray]:
         """The input's blocks, with the model's channels and at the model's rate."""
         model = self.model
@@ -345,13 +300,13 @@ class Separator:
 
     def _measure(
         self,
-        source: _Input,
+        source: Input,
         progress: ProgressCallback | None,
         cancel: Callable[[], bool] | None,
     ) -> tuple[int, int, TrackStats | None]:
         """First pass: validate every sample; the input's length, and the length and
         normalisation at the model's rate."""
-        accumulator = StatsAccumulator()
+        accumulator = stats_accumulator(self.model)
         frames = 0
 
         def counted() -> Iterator[np.ndarray]:
@@ -370,48 +325,3 @@ class Separator:
             raise BadAudio(source.name, "no audio samples (zero length)")
         stats = accumulator.stats() if self.model.normalize else None
         return frames, accumulator.count, stats
-
-
-class _StemSink:
-    """Turns model-rate stem blocks into one output: resampled, channel-matched, exact length.
-
-    With a ``writer`` blocks are encoded as they come; without one they are kept and
-    joined by :meth:`finish`.
-    """
-
-    def __init__(
-        self, model_rate: int, model_channels: int, out_rate: int, channels: int, length: int
-    ) -> None:
-        self._resampler = audio.Resampler(model_rate, out_rate, model_channels)
-        self._model_channels = model_channels
-        self._channels = channels
-        self._length = length
-        self._written = 0
-        self._parts: list[np.ndarray] = []
-        self.writer: audio.AudioWriter | None = None
-
-    def _emit(self, block: np.ndarray) -> None:
-        block = block[:, : self._length - self._written]
-        if not block.shape[-1]:
-            return
-        if self._channels == 1:
-            block = block.mean(0, keepdims=True)
-        if self.writer is not None:
-            self.writer.write(block)
-        else:
-            self._parts.append(block)
-        self._written += block.shape[-1]
-
-    def push(self, block: torch.Tensor) -> None:
-        """Take the next ``[C, n]`` block at the model's rate."""
-        self._emit(self._resampler.process(block.numpy()))
-
-    def finish(self) -> np.ndarray | None:
-        """Flush, pad to the exact length; the joined ``[C, T]`` array when not writing."""
-        self._emit(self._resampler.flush())
-        missing = self._length - self._written
-        if missing > 0:
-            self._emit(np.zeros((self._model_channels, missing), dtype=np.float32))
-        if self.writer is not None:
-            return None
-        return np.concatenate(self._parts, -1).astype(np.float32, copy=False)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dsu.engine.options import DEFAULT_PRECISION
 from dsu.memory import gpu_allocated, parameter_bytes, rss_bytes
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class ModelCache:
         *,
         models_dir: Path | None,
         device: str,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         accept: Callable[[ModelEntry], None] | None = None,
         on_load: Callable[[], None] | None = None,
     ) -> tuple[CachedModel, bool]:
@@ -114,7 +115,7 @@ class ModelCache:
         from dsu.registry.registry import Registry
 
         registry = Registry.open(models_dir)
-        entry = registry.resolve(name or registry.default or "center")
+        entry = registry.resolve(name)
         if accept is not None:
             accept(entry)
         hit = self.lookup(entry.name)

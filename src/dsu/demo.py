@@ -35,6 +35,7 @@ def synthetic_mix(seconds: float = 8.0, rate: int = 44100) -> np.ndarray:
 def pick_model() -> str:
     """``htdemucs`` if installed or pullable (a short try), else ``center``."""
     from dsu.registry import Registry, pull
+    from dsu.registry.registry import FALLBACK_MODEL
 
     registry = Registry.open(None)
     try:
@@ -46,8 +47,11 @@ def pick_model() -> str:
         pull("htdemucs", registry.root)
         return "htdemucs"
     except (DSUError, OSError) as exc:
-        print(f"htdemucs is not available ({exc}); using the built-in 'center'", file=sys.stderr)
-        return "center"
+        print(
+            f"htdemucs is not available ({exc}); using the built-in {FALLBACK_MODEL!r}",
+            file=sys.stderr,
+        )
+        return FALLBACK_MODEL
 
 
 def main() -> int:

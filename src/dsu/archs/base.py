@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-FRAMINGS = ("demucs", "msst")
+if TYPE_CHECKING:
+    from dsu.engine.overlap_add import StatsAccumulator
+
+FRAMINGS = ("demucs", "msst", "mdx")
 """How the engine cuts a track into chunks and stitches them (``SeparationModel.framing``)."""
 
 
@@ -38,10 +42,17 @@ class SeparationModel(ABC):
             apart over the track reflected by ``segment - step`` samples at both ends,
             a short last chunk padded to ``segment``, MSST's linear fade, as MSST's
             ``demix`` (``overlap``, ``window``, ``valid_length`` are then unused; a user's
-            ``--overlap`` still replaces ``num_overlap``).
+            ``--overlap`` still replaces ``num_overlap``). ``"mdx"``: UVR's MDX-Net
+            ``demix`` (audio-separator's): ``trim`` zeros before the track, chunks
+            ``segment * (1 - overlap)`` apart, each output's head kept.
+        trim: ``"mdx"`` framing: the zeros ``demix`` puts before the track (``n_fft // 2``).
         num_overlap: ``"msst"`` framing: how many chunks cover each sample.
         batch_size: chunks per forward pass the model's config asks for, or None; the
-            engine runs it when ``EngineOptions.batch_size`` is None (else 1).
+            engine runs it on a GPU when ``EngineOptions.batch_size`` is None (on the CPU
+            batching buys no speed and multiplies activation memory, so it runs 1).
+        positional: the engine calls :meth:`forward_at` (with each chunk's place in the
+            track) instead of :meth:`forward`: for models whose output depends on where a
+            chunk lies (VR's whole-track window grid, Apollo's exact track ends).
         max_segment: the longest chunk in samples the network takes, or None for no limit
             (a user's ``--segment`` is checked against it).
     """
@@ -56,8 +67,10 @@ class SeparationModel(ABC):
     transition_power: float = 1.0
     framing: str = "demucs"
     num_overlap: int = 4
+    trim: int = 0
     batch_size: int | None = None
     max_segment: int | None = None
+    positional: bool = False
 
     def valid_length(self, length: int, segment: int) -> int:
         """Input length the network needs to produce ``length`` output samples.
@@ -80,6 +93,23 @@ class SeparationModel(ABC):
             ``[B, S, C, T']`` with ``S = len(stems)``; ``T' >= `` the chunk length, the
             engine centre-trims.
         """
+
+    def forward_at(self, mix: torch.Tensor, starts: list[int], length: int) -> torch.Tensor:
+        """:meth:`forward` for a ``positional`` model.
+
+        Args:
+            mix: ``[B, C, T]`` chunks with their context.
+            starts: the track position of each chunk's first input sample.
+            length: the track's length in samples.
+        """
+        return self.forward(mix)
+
+    def stats_accumulator(self) -> StatsAccumulator | None:
+        """The model's own per-track normalisation (e.g. VR's spectrogram peak): an object
+        with ``add(block)``, ``count`` and ``stats() -> TrackStats`` like
+        :class:`~dsu.engine.overlap_add.StatsAccumulator`, fed the whole stream before
+        separating; None for Demucs' mean and std when ``normalize`` is set."""
+        return None
 
     @abstractmethod
     def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> SeparationModel:

@@ -70,12 +70,14 @@ def read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def config_stems(config: Mapping[str, Any], source: object = "config") -> list[str]:
+def config_stems(
+    config: Mapping[str, Any], source: object = "config", *, residual: bool = True
+) -> list[str]:
     """The stems an MSST model outputs, in order, lower-cased (``Vocals`` -> ``vocals``).
 
     ``training.instruments`` when the config names no ``training.target_instrument``;
-    otherwise the target, followed by the residual (mixture - target) under the name of
-    the one other instrument when ``instruments`` names exactly one more.
+    otherwise the target, followed (when ``residual``) by the residual (mixture - target)
+    under the name of the one other instrument when ``instruments`` names exactly one more.
 
     Raises:
         RegistryError: naming ``source``, when ``training.instruments`` is not a
@@ -105,4 +107,6 @@ def config_stems(config: Mapping[str, Any], source: object = "config") -> list[s
     if not target:
         return names
     others = [name for name in names if name != target.lower()]
-    return [target.lower(), others[0]] if len(others) == 1 else [target.lower()]
+    if residual and len(others) == 1:
+        return [target.lower(), others[0]]
+    return [target.lower()]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsu.engine.options import PRECISIONS
+from dsu.engine.options import DEFAULT_PRECISION, PRECISIONS
 
 if TYPE_CHECKING:
     from dsu.api import Separator
@@ -19,7 +19,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--models-dir", type=Path, help="models directory (default: DSU_MODELS_DIR)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS)
     parser.add_argument(
         "--overlap",
         type=float,

@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "worker": "dsu.cli.worker",
     "serve": "dsu.cli.serve",
     "eval": "dsu.cli.eval",
+    "restore": "dsu.cli.restore",
 }
 
 # The signals that end a run; SIGHUP does not exist on Windows.

@@ -113,7 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         }
         print(json.dumps(document, indent=2))
         return 0
-    rows = [("NAME", "ARCH", "STEMS", "STATUS", "ALIASES")]
+    rows = [("NAME", "ARCH", "STEMS", "STATUS", "LICENSE", "ALIASES")]
     for info in infos:
         status = {"available": "available (pull)", "incomplete": "incomplete (verify)"}.get(
             info.status, info.status
@@ -121,7 +121,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         if info.requires:
             status += f", needs dsu[{info.requires}]"
         name = f"{info.name} *" if info.default else info.name
-        rows.append((name, info.arch, ",".join(info.stems), status, ",".join(info.aliases)))
+        terms = info.license or "-"
+        rows.append((name, info.arch, ",".join(info.stems), status, terms, ",".join(info.aliases)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dsu.engine.options import DEFAULT_PRECISION, PRECISIONS
 from dsu.errors import DSUError
 from dsu.worker.device import DEVICE_NAMES
 
@@ -43,7 +44,10 @@ def configure(parser: argparse.ArgumentParser, *, arch_default: str | None = Non
         + (f"; default: {arch_default}" if arch_default else "; default: every family"),
     )
     parser.add_argument(
-        "--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="default: fp32"
+        "--precision",
+        default=DEFAULT_PRECISION,
+        choices=PRECISIONS,
+        help=f"default: {DEFAULT_PRECISION}",
     )
     parser.add_argument(
         "--max-loaded-models",

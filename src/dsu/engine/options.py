@@ -30,6 +30,7 @@ from typing import Any
 from dsu.errors import BadRequest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_PRECISION = "fp32"
 
 MAX_SHIFTS = 20
 MAX_SHIFT_SECONDS = 10.0
@@ -66,8 +67,8 @@ class EngineOptions:
         shifts: number of randomly time-shifted passes averaged (Demucs' shift trick);
             0 runs one unshifted pass.
         max_shift: largest shift in seconds.
-        batch_size: chunks per forward pass; None uses the model's (an MSST config's
-            ``inference.batch_size``), else 1.
+        batch_size: chunks per forward pass; None uses the model's on a GPU (an MSST
+            config's ``inference.batch_size``), else 1.
         segment: chunk length in seconds; None uses the model's.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (GPU).
         seed: seeds the shifts, so a run is repeatable.
@@ -81,7 +82,7 @@ class EngineOptions:
     max_shift: float = 0.5
     batch_size: int | None = None
     segment: float | None = None
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -95,14 +95,14 @@ def stats_accumulator(model: SeparationModel | Bag) -> StatsAccumulator:
     """The accumulator of a model's per-track normalisation: the model's own
     (``stats_accumulator()``, e.g. VR's spectrogram peak) or Demucs' mean and std."""
     first = model.members[0] if isinstance(model, Bag) else model
-    make = getattr(first, "stats_accumulator", None)
-    return make() if make is not None else StatsAccumulator()
+    own = first.stats_accumulator()
+    return own if own is not None else StatsAccumulator()
 
 
 def array_stats(model: SeparationModel | Bag, mix: np.ndarray) -> TrackStats:
     """Normalisation of a whole ``[C, T]`` mixture for ``model``."""
     first = model.members[0] if isinstance(model, Bag) else model
-    if getattr(first, "stats_accumulator", None) is None:
+    if first.stats_accumulator() is None:
         return TrackStats.of(torch.from_numpy(mix))
     accumulator = stats_accumulator(model)
     accumulator.add(mix)
@@ -420,7 +420,7 @@ def _forward(
     in the track and the track's length (``forward_at``)."""
     try:
         with torch.inference_mode(), precision_context(device, precision):
-            if getattr(model, "positional", False):
+            if model.positional:
                 return model.forward_at(batch.to(device), starts, length).float().cpu()
             return model(batch.to(device)).float().cpu()
     except torch.OutOfMemoryError as exc:
@@ -478,7 +478,10 @@ def separate_stream(
             raise Cancelled("separation cancelled")
         current = min((p for p in passes if not p.done), key=lambda p: p.chunks[p.next].start)
         batch = [current.chunks[current.next]]
-        limit = options.batch_size or current.model.batch_size or 1
+        # A config's batch size is a GPU setting: on the CPU a batch is no faster and
+        # holds several chunks' activations at once (bench/bench_roformer.py).
+        preferred = current.model.batch_size if device.type != "cpu" else None
+        limit = options.batch_size or preferred or 1
         while len(batch) < limit and current.next + len(batch) < len(current.chunks):
             candidate = current.chunks[current.next + len(batch)]
             if candidate.input_length != batch[0].input_length:

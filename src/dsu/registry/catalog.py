@@ -11,19 +11,21 @@ file). A catalog file::
         "url": {"955717e8-8726e21a.th": "https://..."},
         "sha256": {"955717e8-8726e21a.th": "8726e21a"},
         "stems": [...], "bag": {"models": ["955717e8"]}, "config": null,
-        "license": "MIT", "description": "...", "aliases": [], "requires": null,
+        "options": {}, "license": "MIT", "description": "...", "aliases": [], "requires": null,
         "sdr": {"vocals": 9.2}, "metrics": [{"stem": "vocals", "sdr": 8.2,
             "dataset": "Multisong", "source": "..."}], "source": "..."}}}
 
 Every weight needs a URL. ``config`` names a config file: one with a URL is fetched like a
 weight; one without is shipped with the catalog and copied by pull. ``bag`` (Demucs only)
-is a bag definition written as ``configs/<name>.yaml`` by pull. A sha256 (full digest or a
-hex prefix) is given where the publisher's digest is known and then checked on download;
-where it is not known (most community checkpoints publish none) it is left out and pull
-records the digest of what it downloaded, so any later change to the file is still caught
-when the model loads. ``sdr`` is the headline SDR per stem as the authors publish it (often
-in the file name, on their own validation set); ``metrics`` are further published scores,
-each naming its dataset and source.
+is a bag definition written as ``configs/<name>.yaml`` by pull. ``options`` are family
+settings pull copies into the ``models.json`` entry (a UVR VR model's model data, for
+instance: its band parameters and primary stem, which its checkpoint does not hold). A
+sha256 (full digest or a hex prefix) is given where the publisher's digest is known and
+then checked on download; where it is not known (most community checkpoints publish none)
+it is left out and pull records the digest of what it downloaded, so any later change to
+the file is still caught when the model loads. ``sdr`` is the headline SDR per stem as the
+authors publish it (often in the file name, on their own validation set); ``metrics`` are
+further published scores, each naming its dataset and source.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ FIELDS = (
     "url",
     "sha256",
     "stems",
+    "options",
     "license",
     "description",
     "aliases",
@@ -71,6 +74,7 @@ class CatalogEntry:
         weights: checkpoint file names, in the order the family expects.
         config: the config file name (installed into ``configs/``), or None.
         bag: a Demucs bag definition (``models``, optional ``weights`` and ``segment``).
+        options: family settings written into the installed ``models.json`` entry.
         url: by file name, for every weight and a fetched config.
         sha256: by file name, where the publisher's digest is known.
         shipped_config: the config file shipped with the catalog, when it is not fetched.
@@ -88,6 +92,7 @@ class CatalogEntry:
     stems: tuple[str, ...] = ()
     config: str | None = None
     bag: dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     license: str | None = None
     description: str = ""
     aliases: tuple[str, ...] = ()
@@ -214,6 +219,9 @@ def _parse(name: str, raw: object, source: str, configs: Traversable | None) -> 
             raise RegistryError(f"{where}: give either 'bag' or 'config', not both")
         if not isinstance(bag, dict) or not isinstance(bag.get("models"), list):
             raise RegistryError(f"{where}.bag: must be an object with a 'models' list")
+    options = raw.get("options", {})
+    if not isinstance(options, dict):
+        raise RegistryError(f"{where}.options: must be an object of setting: value")
     url, sha256 = raw.get("url", {}), raw.get("sha256", {})
     if not isinstance(url, dict) or not isinstance(sha256, dict):
         raise RegistryError(f"{where}: url and sha256 must be objects of file: value")
@@ -247,6 +255,7 @@ def _parse(name: str, raw: object, source: str, configs: Traversable | None) -> 
         stems=tuple(raw.get("stems", [])),
         config=config,
         bag=bag,
+        options=dict(options),
         license=raw.get("license"),
         description=raw.get("description") or "",
         aliases=tuple(raw.get("aliases", [])),

@@ -2,12 +2,13 @@
 
 Weights go to ``weights/``, configs to ``configs/`` (a Demucs bag definition is written as
 ``configs/<name>.yaml``, a config shipped with the catalog is copied), then the entry is
-added to ``models.json``. Files come from their official URL or from a mirror: a local
-directory holding the files by name (also in its ``weights/`` or ``configs/`` folder, so
-another models directory works as a mirror) or a base URL. Files already present with the
-right checksum are not fetched again. ``models.json`` records the sha256 of every installed
-file: the catalog's where it has one, else the digest of what was downloaded, so a file
-damaged later is refused when the model loads.
+added to ``models.json``, with the catalog entry's ``options``. Files come from their
+official URL or from a mirror: a local directory holding the files by name (also in its
+``weights/`` or ``configs/`` folder, so another models directory works as a mirror) or a
+base URL. Files already present with the right checksum are not fetched again.
+``models.json`` records the sha256 of every installed file: the catalog's where it has one,
+else the digest of what was downloaded, so a file damaged later is refused when the model
+loads.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def _current_document(root: Path) -> dict[str, Any]:
 
 def _manifest_entry(item: CatalogEntry, recorded: dict[str, str]) -> dict[str, Any]:
     """The ``models.json`` entry; ``recorded`` are the digests of the installed files (the
-    catalog's own digest, a Demucs prefix for instance, is kept where it has one)."""
+    catalog's own digest, a Demucs prefix for instance, is kept where it has one). Its
+    ``options`` are the catalog entry's, plus a bag's ``weights`` and ``segment``."""
     entry: dict[str, Any] = {
         "arch": item.arch,
         "weights": [f"weights/{f}" for f in item.weights],
@@ -138,11 +140,14 @@ def _manifest_entry(item: CatalogEntry, recorded: dict[str, str]) -> dict[str, A
         "description": item.description,
         "aliases": list(item.aliases),
     }
+    options = dict(item.options)
     if item.bag is not None:
         entry["config"] = f"configs/{item.name}.yaml"
-        options = {k: item.bag[k] for k in ("weights", "segment") if item.bag.get(k) is not None}
-        if options:
-            entry["options"] = options
+        options.update(
+            {k: item.bag[k] for k in ("weights", "segment") if item.bag.get(k) is not None}
+        )
+    if options:
+        entry["options"] = options
     if item.requires:
         entry["requires"] = item.requires
     return entry

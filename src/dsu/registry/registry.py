@@ -20,6 +20,10 @@ from dsu.registry.scan import Warn, scan
 from dsu.registry.settings import default_models_dir
 from dsu.registry.verify import ensure_checksums
 
+FALLBACK_MODEL = "center"
+"""The model used when neither a request nor the models directory names one: built in,
+weight-free, so DSU separates something with zero downloads."""
+
 BUILTIN: dict[str, ModelEntry] = {
     "center": ModelEntry(
         name="center",
@@ -58,6 +62,7 @@ class ModelInfo:
     description: str = ""
     default: bool = False
     requires: str | None = None
+    license: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +74,7 @@ class ModelInfo:
             "description": self.description,
             "default": self.default,
             "requires": self.requires,
+            "license": self.license,
         }
 
 
@@ -133,10 +139,10 @@ class Registry:
         return [own[n] for n in sorted(own)] + list(BUILTIN.values())
 
     def lookup(self, name: str | None = None) -> ModelEntry:
-        """The entry for a name or alias (None: the default, else ``center``), whether or not
-        its files are present."""
+        """The entry for a name or alias (None: the default, else :data:`FALLBACK_MODEL`),
+        whether or not its files are present."""
         if name is None:
-            name = self.default or "center"
+            name = self.default or FALLBACK_MODEL
         if name in BUILTIN:
             return BUILTIN[name]
         aliases = self._manifest.aliases if self._manifest else {}
@@ -212,6 +218,7 @@ class Registry:
                         aliases=item.aliases,
                         description=item.description,
                         requires=item.requires,
+                        license=item.license,
                     )
                 )
         return sorted(infos, key=lambda i: (STATUSES.index(i.status), i.name))
@@ -230,4 +237,5 @@ def _info(entry: ModelEntry, status: str, default: bool) -> ModelInfo:
         description=entry.description,
         default=default,
         requires=entry.requires,
+        license=entry.license,
     )

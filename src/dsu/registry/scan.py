@@ -12,7 +12,9 @@ Recognised (looking in the directory itself and its ``weights/``, ``configs/`` a
   what its ``model`` keys say (each family's recogniser in :mod:`dsu.archs.families`), the
   stems from ``training``.
 - UVR: ``*.onnx`` (MDX-Net) and ``*.pth`` (VR) with parameters found by UVR's model hash in
-  any ``*.json`` model-data file of those folders.
+  any ``*.json`` model-data file of those folders, else in the tables DSU ships. A ``.pth``
+  is a VR model when UVR's model data says so or when its state dict has a v5 or v5.1 VR
+  tensor; its stems are the primary and secondary stem of its model data.
 
 What cannot be inferred is recorded as ``"arch": "unknown"`` with a warning on stderr.
 """
@@ -31,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from dsu.archs.families import msst_arch
+from dsu.archs.families import family_of, msst_arch
 from dsu.archs.msst_config import ConfigLoader, config_stems
 from dsu.errors import RegistryError
 from dsu.registry.catalog import Catalog, builtin_catalog
@@ -240,17 +242,18 @@ def _msst(
             "arch": arch,
             "weights": rel,
             "config": config,
-            "stems": _msst_stems(data, root / config, warn),
+            "stems": _msst_stems(data, root / config, warn, arch),
         }
 
 
-def _msst_stems(config: object, source: Path, warn: Warn) -> list[str]:
+def _msst_stems(config: object, source: Path, warn: Warn, arch: str = "unknown") -> list[str]:
     """The stems an MSST config names (with the residual stem); [] when it has no
     ``training`` section, [] with a warning when that section is malformed."""
     if not isinstance(config, dict) or "training" not in config:
         return []
     try:
-        return config_stems(config, source)
+        family = family_of(arch)
+        return config_stems(config, source, residual=family.residual if family else True)
     except RegistryError as exc:
         warn(f"{exc.message}; stems unknown")
         return []
@@ -274,12 +277,24 @@ def _uvr(
     ]
     if not candidates:
         return
-    model_data = _uvr_model_data(root, files)
+    # Imported here: the MDX and VR family packages import torch, which scanning a folder
+    # without UVR files does not need.
+    from dsu.archs.mdx.params import shipped_model_data as mdx_model_data
+    from dsu.archs.vr.params import shipped_model_data as vr_model_data
+
+    # The folder's own model data wins over the tables DSU ships (UVR's, by hash).
+    model_data = {**mdx_model_data(), **vr_model_data(), **_uvr_model_data(root, files)}
     yaml_names = {Path(rel).name: rel for rel in yamls}
     for rel in candidates:
         digest = uvr_hash(root / rel)
         params = model_data.get(digest)
         suffix = Path(rel).suffix
+        name = _unique(_entry_name(Path(rel).stem), models)
+        if suffix == ".pth" and (
+            "vr_model_param" in params if params is not None else _is_vr_state(root / rel)
+        ):
+            models[name] = _vr_entry(root, rel, digest, params, warn)
+            continue
         entry: dict[str, Any] = {"arch": "unknown", "weights": rel, "config": None, "stems": []}
         if params is not None:
             entry["options"] = {"model_data": params}
@@ -291,10 +306,10 @@ def _uvr(
             entry["config"] = yaml_names.get(str(params["config_yaml"]))
             config = yamls.get(entry["config"]) if entry["config"] else None
             entry["arch"] = msst_arch(config) if config is not None else "mdx23c"
-            stems = _msst_stems(config, root / entry["config"], warn) if config else []
+            stems = (
+                _msst_stems(config, root / entry["config"], warn, entry["arch"]) if config else []
+            )
             entry["stems"] = stems or entry["stems"]
-        elif suffix == ".pth" and params is not None and "vr_model_param" in params:
-            entry["arch"] = "vr"
         if params is None:
             warn(
                 f"{root / rel}: no UVR model data for hash {digest}; "
@@ -302,7 +317,55 @@ def _uvr(
             )
         elif entry["arch"] == "unknown":
             warn(f"{root / rel}: UVR model data does not say which family this is; arch unknown")
-        models[_unique(_entry_name(Path(rel).stem), models)] = entry
+        models[name] = entry
+
+
+def _is_vr_state(path: Path) -> bool:
+    """Whether a ``.pth`` is a UVR VR state dict, by its tensor names (memory-mapped, so
+    the tensors themselves are not read, except from a file in torch's pre-1.6 format)."""
+    import torch
+
+    from dsu.archs.vr import V5_KEY, V51_KEY
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:
+                # Files in torch's pre-1.6 format cannot be memory-mapped; read them whole.
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # A pickle of objects, a foreign or damaged file: not a VR state dict either way.
+        return False
+    return isinstance(state, dict) and (V5_KEY in state or V51_KEY in state)
+
+
+def _vr_entry(
+    root: Path, rel: str, digest: str, params: dict[str, Any] | None, warn: Warn
+) -> dict[str, Any]:
+    """A VR entry: its UVR model data as options (what the VR family reads) and the stems
+    that data names; without model data, an entry the user must complete."""
+    from dsu.archs.vr import stem_name
+    from dsu.archs.vr.params import MODEL_DATA_KEYS, ModelData
+
+    entry: dict[str, Any] = {"arch": "vr", "weights": rel, "config": None, "stems": []}
+    if params is None:
+        warn(
+            f"{root / rel}: a UVR VR checkpoint with no model data for hash {digest}; add "
+            '"options": {"vr_model_param": ..., "primary_stem": ...} to its entry in '
+            f"{MANIFEST} (and its stems)"
+        )
+        return entry
+    data = {k: v for k, v in params.items() if k in MODEL_DATA_KEYS}
+    try:
+        parsed = ModelData.from_dict(data, f"{root / rel}: UVR model data {digest}")
+    except RegistryError as exc:
+        warn(f"{exc.message}; options left out")
+        return entry
+    entry["options"] = data
+    entry["stems"] = [stem_name(parsed.primary_stem), stem_name(parsed.secondary_stem)]
+    return entry
 
 
 def _uvr_model_data(root: Path, files: list[str]) -> dict[str, dict[str, Any]]:
@@ -327,12 +390,12 @@ def _uvr_model_data(root: Path, files: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _uvr_stems(params: dict[str, Any]) -> list[str]:
+    from dsu.archs.mdx.params import stem_names
+
     primary = params.get("primary_stem")
-    if not isinstance(primary, str) or not primary:
+    if not isinstance(primary, str) or not primary.strip():
         return []
-    primary = primary.lower()
-    secondary = {"vocals": "instrumental", "instrumental": "vocals"}.get(primary, f"no_{primary}")
-    return [primary, secondary]
+    return stem_names(primary)
 
 
 def _files(root: Path) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from dsu.errors import ModelNotFound
 from dsu.registry import Registry
 from dsu.registry.entry import ModelEntry
+from dsu.registry.registry import FALLBACK_MODEL
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class ModelCatalog:
 
     def default(self) -> str:
         """The name used when a request gives none."""
-        return self.configured_default or self._registry().default or "center"
+        return self.configured_default or self._registry().default or FALLBACK_MODEL
 
     def resolve(self, name: str | None) -> ModelInfo:
         """The model ``name`` (None: the default) names, by its canonical name.

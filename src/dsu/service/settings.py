@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsu.engine.options import DEFAULT_PRECISION
 from dsu.errors import BadRequest
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -84,7 +85,7 @@ class Settings:
     models_dir: Path | None = None
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "dsu" / "service")
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
     max_upload_bytes: int = 100 * 1024 * 1024
     max_duration: float = 1800.0
     max_queue: int = 16

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsu.archs.families import known_archs
+from dsu.engine.options import DEFAULT_PRECISION
 from dsu.errors import BadRequest
 from dsu.worker.device import check_device_name
 
@@ -36,7 +37,7 @@ class WorkerSettings:
     max_loaded_models: int = 2
     memory_budget_mb: float | None = None
     allowed_roots: tuple[Path, ...] = ()
-    precision: str = "fp32"
+    precision: str = DEFAULT_PRECISION
     progress_interval: float = 0.25
 
     def __post_init__(self) -> None:

@@ -30,26 +30,16 @@ precision (autocast or half weights); the output is float32.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsu.archs.autocast import float32_region
 from dsu.archs.mdx23c.config import AudioConfig, ModelConfig, elu_alpha, norm_groups
 
 NormFactory = Callable[[int], nn.Module]
-
-
-@contextlib.contextmanager
-def float32_region(device: torch.device) -> Iterator[None]:
-    """Suspend autocast on ``device`` so the enclosed ops run in their inputs' dtype."""
-    if torch.amp.is_autocast_available(device.type):
-        with torch.autocast(device.type, enabled=False):
-            yield
-    else:
-        yield
 
 
 def _f32(t: torch.Tensor | None) -> torch.Tensor | None:

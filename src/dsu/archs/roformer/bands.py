@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsu.archs.roformer.layers import NORM_EPS, RMSNorm, fp32
+from dsu.archs.autocast import float32_region
+from dsu.archs.roformer.layers import NORM_EPS, RMSNorm
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class BandSplit(nn.Module):
             size = (end - start) * width
             feats = x[..., offset : offset + size].reshape(batch * frames, end - start, width)
             offset += size
-            with fp32(x.device):
+            with float32_region(x.device):
                 gain = torch.stack([band[0].gamma for band in bands]).float() * width**0.5
                 feats = (F.normalize(feats.float(), dim=-1, eps=NORM_EPS) * gain).to(x.dtype)
             weight, bias = _stacked([band[1] for band in bands])

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dsu.archs.autocast import float32_region
 from dsu.archs.roformer.bands import BandSplit, MaskEstimator
 from dsu.archs.roformer.config import RoformerConfig
-from dsu.archs.roformer.layers import RMSNorm, RotaryEmbedding, Transformer, fp32
+from dsu.archs.roformer.layers import RMSNorm, RotaryEmbedding, Transformer
 from dsu.archs.roformer.pope import PoPE
 
 
@@ -157,7 +158,7 @@ class BandRoformer(nn.Module):
     def _stft(self, audio: torch.Tensor) -> torch.Tensor:
         """``[B, C, L]`` -> ``[B, C, F, T]`` complex64, in fp32 whatever autocast says."""
         c = self.config
-        with fp32(audio.device):
+        with float32_region(audio.device):
             spec = torch.stft(
                 audio.float().flatten(0, 1),
                 n_fft=c.stft_n_fft,
@@ -184,7 +185,7 @@ class BandRoformer(nn.Module):
         c = self.config
         batch, channels, bins, frames = spec.shape
         stems = masks.shape[1]
-        with fp32(spec.device):
+        with float32_region(spec.device):
             masks = masks.float()
             if self.feature_index is not None:
                 flat = masks.new_zeros(batch, stems, frames, bins * channels * 2)

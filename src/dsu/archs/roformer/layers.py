@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsu.archs.autocast import float32_region
+
 NORM_EPS = 1e-12
 """The references clamp the L2 norm of a feature vector at this before dividing."""
 
@@ -29,14 +31,9 @@ LINEAR_ATTENTION_SCALE = 8.0
 """Fixed logit scale of the linear attention (the references' ``Attend(scale=8)``)."""
 
 
-def fp32(device: torch.device) -> torch.autocast:
-    """A context that turns autocast off on ``device``: what runs inside stays fp32."""
-    return torch.autocast(device_type=device.type, enabled=False)
-
-
 def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Unit L2 norm along ``dim``, computed in fp32 and returned in ``x``'s dtype."""
-    with fp32(x.device):
+    with float32_region(x.device):
         return F.normalize(x.float(), dim=dim, eps=NORM_EPS).to(x.dtype)
 
 
@@ -52,7 +49,7 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with fp32(x.device):
+        with float32_region(x.device):
             # One multiply by the (tiny) pre-scaled gain instead of two full passes.
             gain = self.gamma.float() * self.scale
             return (F.normalize(x.float(), dim=-1, eps=NORM_EPS) * gain).to(x.dtype)
@@ -90,7 +87,7 @@ class RotaryEmbedding(nn.Module):
 
         Built in fp32 whatever autocast says: the angles grow with the position.
         """
-        with fp32(device):
+        with float32_region(device):
             positions = torch.arange(length, device=device, dtype=torch.float32)
             angles = positions[:, None] * self.freqs.to(device=device, dtype=torch.float32)
             return torch.polar(torch.ones_like(angles), angles)
@@ -163,7 +160,7 @@ class Attention(nn.Module):
 
     @staticmethod
     def _rotated(t: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-        with fp32(t.device):
+        with float32_region(t.device):
             # .float() is t itself in fp32, so the rotation then happens in place.
             rotated = RotaryEmbedding.rotate_(t.float(), rotation)
         return rotated.to(t.dtype)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dsu.archs.roformer.layers import ROTARY_THETA, fp32
+from dsu.archs.autocast import float32_region
+from dsu.archs.roformer.layers import ROTARY_THETA
 
 
 class PoPE(nn.Module):
@@ -43,7 +44,7 @@ class PoPE(nn.Module):
             ``(q, k)`` each ``[N, H, n, 2 * dim_head]``: cosine half, then sine half, in
             the inputs' dtype; the phases are computed in fp32 whatever autocast says.
         """
-        with fp32(q.device):
+        with float32_region(q.device):
             positions = torch.arange(k.shape[-2], device=q.device, dtype=torch.float32)
             phase = positions[:, None] * self.inv_freqs.float()  # [n, dh]
             offset = self.bias.float().clamp(-2 * math.pi, 0)[:, None, :]  # [H, 1, dh]
