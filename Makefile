@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # --no-deps (their own pins would replace torch); what their modules import is in [test].
 REFERENCES := audio-separator==0.47.1 pymss-core==0.1.14 msst==0.1.0
 
-.PHONY: install install-test demo test lint format bench bench-worker bench-service clean
+.PHONY: install install-test demo test lint format bench bench-uvr bench-apollo bench-worker bench-service clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test: lint
 
 bench: install-test
 	$(PY) bench/bench_demucs.py
+	$(PY) bench/bench_roformer.py --dsu-precisions fp32,bf16
+
+bench-uvr: install-test
+	$(PY) bench/bench_mdx.py
+	$(PY) bench/bench_vr.py
+
+bench-apollo: install-test
+	$(PY) bench/bench_apollo.py
 
 bench-worker: install-test
 	$(PY) bench/bench_worker.py

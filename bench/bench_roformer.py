@@ -19,7 +19,7 @@ reference's) and the ratios. DSU's parity against MSST is exact framing; against
 audio-separator it differs by its window and its tail chunk, as the two tools differ.
 
 Usage: ``python bench/bench_roformer.py [--seconds 30] [--rounds 2] [--only bs|mel]
-[--precision fp32|bf16]``
+[--dsu-precisions fp32,bf16]`` (bf16 runs autocast on the CPU's AMX/AVX-512 bf16 units).
 """
 
 from __future__ import annotations
@@ -148,6 +148,22 @@ def run_one(work: Path, which: str, who: str, precision: str) -> dict[str, Any]:
     return {"seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
 
 
+def chunk_counts(frames: int) -> dict[str, int]:
+    """Forward passes each framing makes over ``frames`` samples."""
+    step = CHUNK // NUM_OVERLAP
+    border = CHUNK - step
+    padded = frames + 2 * border if frames > 2 * border else frames
+    tail, starts = 0, []
+    for offset in range(0, frames, step):  # audio-separator: the last chunk ends at the end
+        if offset + CHUNK >= frames:
+            tail = max(frames - CHUNK, 0)
+            if not starts or starts[-1] != tail:
+                starts.append(tail)
+            break
+        starts.append(offset)
+    return {"audio-separator": len(starts), "msst": len(range(0, padded, step))}
+
+
 def child(args: list[str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, *args], check=True, capture_output=True, text=True
@@ -167,7 +183,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", choices=sorted(CONFIGS))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--references",
+        default="audio-separator,msst",
+        help="comma-separated references to run (audio-separator, msst)",
+    )
+    parser.add_argument(
+        "--dsu-precisions",
+        default="fp32",
+        help="comma-separated precisions DSU runs in (e.g. fp32,bf16); the references run fp32",
+    )
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "WHO"), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -175,7 +201,9 @@ def main() -> int:
         print(json.dumps(run_one(opts.work, *opts.child, opts.precision)))
         return 0
 
-    who_all = ("audio-separator", "msst", "dsu")
+    dsu_runs = [f"dsu-{p}" for p in opts.dsu_precisions.split(",")]
+    references = [r for r in opts.references.split(",") if r]
+    who_all = (*references, *dsu_runs)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rng = np.random.default_rng(0)
@@ -187,25 +215,42 @@ def main() -> int:
             rss = dict.fromkeys(who_all, 0.0)
             for _ in range(opts.rounds):
                 for who in who_all:
-                    report = child(
-                        ["--child", which, who, "--work", str(work), "--precision", opts.precision]
+                    name, _, precision = (
+                        who.partition("-") if who.startswith("dsu") else (who, "", "fp32")
                     )
+                    report = child(
+                        ["--child", which, name, "--work", str(work), "--precision", precision]
+                    )
+                    if name == "dsu":
+                        (work / f"{which}-dsu.npy").rename(work / f"{which}-{who}.npy")
                     times[who].append(report["seconds"])
                     rss[who] = max(rss[who], report["peak_rss_mb"])
-            ours = np.load(work / f"{which}-dsu.npy")
+            ours = np.load(work / f"{which}-{dsu_runs[0]}.npy")
             best = {who: min(t) for who, t in times.items()}
+            chunks = chunk_counts(frames)
             print(
                 f"{CONFIGS[which][1]} ({CONFIGS[which][0]}), {opts.seconds:.0f} s stereo, "
-                f"chunk {CHUNK} num_overlap {NUM_OVERLAP}, CPU, DSU {opts.precision}, "
-                f"best of {opts.rounds}"
+                f"chunk {CHUNK} num_overlap {NUM_OVERLAP}, CPU, best of {opts.rounds}; "
+                f"chunks run: audio-separator {chunks['audio-separator']}, MSST and DSU "
+                f"{chunks['msst']} (MSST's framing also covers the reflected borders)"
             )
             for who in who_all:
-                line = f"  {who:<16}: {best[who]:8.2f} s   peak RSS {rss[who]:7.0f} MB"
-                if who != "dsu":
-                    theirs = np.load(work / f"{which}-{who}.npy")
-                    line += f"   parity DSU vs it {sdr(theirs, ours):6.1f} dB"
-                    line += f"   ratio it/DSU {best[who] / best['dsu']:5.2f}x"
+                count = chunks["audio-separator" if who == "audio-separator" else "msst"]
+                line = (
+                    f"  {who:<16}: {best[who]:8.2f} s  ({best[who] / count:6.2f} s a chunk)"
+                    f"   peak RSS {rss[who]:7.0f} MB"
+                )
+                theirs = np.load(work / f"{which}-{who}.npy")
+                if who != dsu_runs[0]:
+                    line += f"   SDR vs {dsu_runs[0]} {sdr(theirs, ours):6.1f} dB"
                 print(line)
+            for dsu in dsu_runs:
+                for ref in references:
+                    per_chunk = (best[ref] / chunks[ref]) / (best[dsu] / chunks["msst"])
+                    print(
+                        f"  {ref}/{dsu}: {best[ref] / best[dsu]:5.2f}x wall, "
+                        f"{per_chunk:5.2f}x per chunk"
+                    )
             print(f"  all runs (s)    : {json.dumps(times)}")
     return 0
 

@@ -10,7 +10,7 @@ import torch
 
 from dsu.archs.base import FRAMINGS, SeparationModel
 from dsu.engine import EngineOptions, separate_array, separate_stream
-from dsu.engine.overlap_add import _plan, reflect_index
+from dsu.engine.framing import plan, reflect_index
 from dsu.engine.window import chunk_window, fade_window, msst_fade_length
 
 CHUNK = 200
@@ -55,7 +55,7 @@ def position_dependent(mix: torch.Tensor) -> torch.Tensor:
 def coverage(model: SeparationModel, length: int, **options: object) -> torch.Tensor:
     """Summed window weight at each track sample, ``[length]``."""
     total = torch.zeros(length)
-    for chunk in _plan(model, length, 0, EngineOptions(**options)):
+    for chunk in plan(model, length, 0, EngineOptions(**options)):
         lo, hi = max(chunk.start, 0), min(chunk.start + chunk.length, length)
         if hi > lo:
             total[lo:hi] += chunk.window[lo - chunk.start : hi - chunk.start]
@@ -64,9 +64,9 @@ def coverage(model: SeparationModel, length: int, **options: object) -> torch.Te
 
 def test_every_framing_has_a_planner():
     for framing in FRAMINGS:
-        assert _plan(Probe(framing), 1000, 0, EngineOptions())
+        assert plan(Probe(framing), 1000, 0, EngineOptions())
     with pytest.raises(ValueError, match="unknown framing"):
-        _plan(Probe("bogus"), 1000, 0, EngineOptions())
+        plan(Probe("bogus"), 1000, 0, EngineOptions())
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
@@ -82,7 +82,7 @@ def test_msst_grid_long_track(num_overlap: int):
     step = CHUNK // num_overlap
     border = CHUNK - step
     length = 5 * CHUNK
-    chunks = _plan(Probe("msst", num_overlap=num_overlap), length, 0, EngineOptions())
+    chunks = plan(Probe("msst", num_overlap=num_overlap), length, 0, EngineOptions())
     # The grid runs over the track mirrored by `border` at both ends.
     assert [c.start for c in chunks] == list(range(-border, length + border, step))
     assert all(c.input_length == CHUNK for c in chunks)
@@ -113,37 +113,37 @@ def test_msst_grid_long_track(num_overlap: int):
 
 def test_msst_short_track_is_not_mirrored():
     # demix mirrors only a track longer than 2 * border (here 300 samples).
-    chunks = _plan(Probe("msst", num_overlap=4), 300, 0, EngineOptions())
+    chunks = plan(Probe("msst", num_overlap=4), 300, 0, EngineOptions())
     assert chunks[0].start == 0
     assert [c.start for c in chunks] == [0, 50, 100, 150, 200, 250]
     assert [c.length for c in chunks] == [200, 200, 200, 150, 100, 50]
     assert [c.tail for c in chunks[3:]] == ["reflect", "constant", "constant"]
-    mirrored = _plan(Probe("msst", num_overlap=4), 301, 0, EngineOptions())
+    mirrored = plan(Probe("msst", num_overlap=4), 301, 0, EngineOptions())
     assert mirrored[0].start == -150
 
 
 def test_msst_single_chunk_has_no_fades():
-    (chunk,) = _plan(Probe("msst", num_overlap=1), CHUNK, 0, EngineOptions())
+    (chunk,) = plan(Probe("msst", num_overlap=1), CHUNK, 0, EngineOptions())
     assert chunk.start == 0 and chunk.length == CHUNK
     assert chunk.window.eq(1).all()
 
 
 def test_msst_overlap_and_segment_override_the_model():
     model = Probe("msst", num_overlap=4)
-    chunks = _plan(model, 2000, 0, EngineOptions(overlap=0.3))
+    chunks = plan(model, 2000, 0, EngineOptions(overlap=0.3))
     step = round(CHUNK * 0.7)
     assert chunks[1].start - chunks[0].start == step
     assert chunks[0].start == -(CHUNK - step)
-    chunks = _plan(model, 2000, 0, EngineOptions(segment=0.1))  # 100 samples at 1 kHz
+    chunks = plan(model, 2000, 0, EngineOptions(segment=0.1))  # 100 samples at 1 kHz
     assert chunks[0].input_length == 100 and chunks[1].start - chunks[0].start == 25
     # No overlap at all: nothing to cross-fade, so no fades that would weigh samples 0.
-    chunks = _plan(model, 2000, 0, EngineOptions(overlap=0.0))
+    chunks = plan(model, 2000, 0, EngineOptions(overlap=0.0))
     assert all(c.window.eq(1).all() for c in chunks)
 
 
 def test_demucs_grid_unchanged():
     model = Probe("demucs")
-    chunks = _plan(model, 1000, 0, EngineOptions())
+    chunks = plan(model, 1000, 0, EngineOptions())
     stride = int(0.75 * CHUNK)
     assert [c.start for c in chunks] == list(range(0, 1000, stride))
     assert all(c.tail is None and c.input_start == c.start for c in chunks)

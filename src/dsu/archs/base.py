@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from dsu.engine.overlap_add import StatsAccumulator
+    from dsu.archs.normalization import StatsAccumulator
 
 FRAMINGS = ("demucs", "msst", "mdx")
 """How the engine cuts a track into chunks and stitches them (``SeparationModel.framing``)."""
@@ -107,7 +107,7 @@ class SeparationModel(ABC):
     def stats_accumulator(self) -> StatsAccumulator | None:
         """The model's own per-track normalisation (e.g. VR's spectrogram peak): an object
         with ``add(block)``, ``count`` and ``stats() -> TrackStats`` like
-        :class:`~dsu.engine.overlap_add.StatsAccumulator`, fed the whole stream before
+        :class:`~dsu.archs.normalization.StatsAccumulator`, fed the whole stream before
         separating; None for Demucs' mean and std when ``normalize`` is set."""
         return None
 

@@ -16,9 +16,9 @@ _EXPORTS = {
     "check_precision": "dsu.engine.device",
     "precision_context": "dsu.engine.device",
     "resolve_device": "dsu.engine.device",
-    "StatsAccumulator": "dsu.engine.overlap_add",
-    "TrackStats": "dsu.engine.overlap_add",
-    "center_trim": "dsu.engine.overlap_add",
+    "StatsAccumulator": "dsu.archs.normalization",
+    "TrackStats": "dsu.archs.normalization",
+    "center_trim": "dsu.engine.framing",
     "separate_array": "dsu.engine.overlap_add",
     "separate_stream": "dsu.engine.overlap_add",
 }

@@ -7,31 +7,9 @@ the summed windows. Passes advance in step; as soon as every pass has moved past
 position, the stems before it are final and go to the sink. Memory therefore holds a
 few chunks, never the track, whatever its length.
 
-Each model declares its framing (``SeparationModel.framing``):
-
-- ``demucs``: the arithmetic of ``demucs.apply.apply_model`` (chunk grid, context of
-  ``valid_length`` samples centred on each chunk with zeros past the track's ends,
-  centre-trimmed output, triangle window, normalisation), which tests/test_demucs_parity.py
-  checks.
-- ``msst``: the arithmetic of MSST's ``demix`` (``msst.utils.model_utils``): chunks of
-  ``segment`` samples every ``step = segment // num_overlap`` over the track mirrored by
-  ``border = segment - step`` samples at both ends (when the track is longer than
-  ``2 * border``), a short last chunk padded to ``segment`` (mirrored if it is more than
-  half a chunk, else zeros), the first ``length`` output samples kept, a linear fade
-  window without fade-in on the first chunk and fade-out on the last, the border trimmed;
-  tests/test_msst_framing_parity.py checks it. The mirrored start needs only the first
-  ``border + 1`` samples and the mirrored end only the last ``border + 1``, so this too
-  streams. Where MSST's ``demix`` weighs chunks by their position in a batch (with
-  ``batch_size > 1`` every chunk of the last batch loses its fade-out), the engine weighs
-  each chunk by its position in the track, as ``demix`` does with ``batch_size=1``:
-  batching never changes the result.
-- ``mdx``: the arithmetic of UVR's MDX-Net ``demix`` (audio-separator's
-  ``MDXSeparator.demix``): the track preceded by ``trim`` zeros and followed by zeros up to
-  a whole number of ``segment - 2 * trim`` steps plus ``trim``; chunks of ``segment`` samples
-  every ``int((1 - overlap) * segment)`` samples over that, zeros past its end; each
-  chunk's output aligned with its input (the first samples kept, no centre trim), weighted
-  by a symmetric Hann window of the chunk's length within the padded track (flat with no
-  overlap).
+Each model declares its framing (``SeparationModel.framing``); :mod:`dsu.engine.framing`
+plans the chunks of each (Demucs', MSST's and UVR's MDX-Net arithmetic) and this module
+runs them.
 """
 
 from __future__ import annotations
@@ -43,52 +21,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dsu.archs.base import FRAMINGS, Bag, SeparationModel
+from dsu.archs.base import Bag, SeparationModel
+from dsu.archs.normalization import StatsAccumulator, TrackStats
 from dsu.engine.device import precision_context
+from dsu.engine.framing import Chunk, msst_index, plan
 from dsu.engine.options import EngineOptions
-from dsu.engine.window import chunk_window, fade_window, msst_fade_length
 from dsu.errors import Cancelled, OutOfMemory
 
 Sink = Callable[[torch.Tensor, torch.Tensor], None]
 """Receives each finished block: stems ``[S, C, n]`` and the mixture ``[C, n]``."""
 Progress = Callable[[float], None]
 CancelCheck = Callable[[], bool]
-
-
-@dataclass(frozen=True)
-class TrackStats:
-    """Mean and standard deviation of a track's mono mix (Demucs' normalisation)."""
-
-    mean: float = 0.0
-    std: float = 1.0
-
-    @classmethod
-    def of(cls, mix: torch.Tensor) -> TrackStats:
-        """Stats of a whole ``[C, T]`` mixture, as ``demucs.api`` computes them."""
-        ref = mix.mean(0)
-        return cls(float(ref.mean()), float(ref.std()) + 1e-8)
-
-
-class StatsAccumulator:
-    """Computes :class:`TrackStats` over a stream of ``[C, n]`` blocks."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._sum = 0.0
-        self._sumsq = 0.0
-
-    def add(self, block: np.ndarray) -> None:
-        ref = block.astype(np.float64).mean(0)
-        self.count += ref.size
-        self._sum += float(ref.sum())
-        self._sumsq += float(np.square(ref).sum())
-
-    def stats(self) -> TrackStats:
-        if self.count < 2:
-            return TrackStats(self._sum / max(self.count, 1), 1e-8)
-        mean = self._sum / self.count
-        var = max(self._sumsq - self.count * mean * mean, 0.0) / (self.count - 1)
-        return TrackStats(mean, var**0.5 + 1e-8)
 
 
 def stats_accumulator(model: SeparationModel | Bag) -> StatsAccumulator:
@@ -109,82 +52,13 @@ def array_stats(model: SeparationModel | Bag, mix: np.ndarray) -> TrackStats:
     return accumulator.stats()
 
 
-def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
-    """Keep the centre ``length`` samples of the last dimension."""
-    delta = x.shape[-1] - length
-    if delta < 0:
-        raise ValueError(f"network returned {x.shape[-1]} samples, fewer than {length}")
-    return x[..., delta // 2 : x.shape[-1] - (delta - delta // 2)]
-
-
-def reflect_index(positions: torch.Tensor, size: int) -> torch.Tensor:
-    """Map integer positions onto ``[0, size)`` by mirroring about the end samples.
-
-    Within one mirror length of the ends this is ``reflect`` padding (``-1 -> 1``,
-    ``size -> size - 2``); further out the mirroring repeats.
-    """
-    if size == 1:
-        return torch.zeros_like(positions)
-    period = 2 * (size - 1)
-    folded = positions.remainder(period)
-    return torch.where(folded < size, folded, period - folded)
-
-
-def _msst_index(
-    start: int, count: int, input_length: int, tail: str, length: int
-) -> torch.Tensor | None:
-    """Track samples an MSST chunk reads, or None when it is the plain slice.
-
-    The chunk is the ``count`` samples from ``start`` of the track mirrored at its ends;
-    with ``tail="reflect"`` it is then mirrored about its own last sample up to
-    ``input_length`` (``"constant"``: the rest is zeros, added by the caller).
-    """
-    span = input_length if tail == "reflect" else count
-    if start >= 0 and start + count <= length and span == count:
-        return None
-    local = torch.arange(span)
-    local = torch.where(local < count, local, 2 * (count - 1) - local)
-    return reflect_index(start + local, length)
-
-
-@dataclass
-class _Chunk:
-    start: int  # first output sample, in track coordinates (negative inside a shift)
-    length: int  # output samples kept
-    input_start: int  # first input sample fed to the network, track coordinates
-    input_length: int  # samples fed to the network
-    window: torch.Tensor  # weight of output sample i of the chunk: window[i], i < length
-    source_start: int  # lowest track sample the input reads
-    # MSST framing: the input is ``length`` samples mirrored at the track's ends, padded to
-    # ``input_length`` by ``tail`` ("reflect" or "constant"), and the output's first
-    # ``length`` samples are kept. None (Demucs): zeros outside the track, centre-trimmed.
-    tail: str | None = None
-    # MDX framing: the output is aligned with the input and its first ``length`` samples are
-    # kept (the input is still the plain slice, zeros outside the track).
-    head: bool = False
-
-    def read(self, buffer: _InputBuffer) -> torch.Tensor:
-        """The network input ``[C, input_length]``."""
-        if self.tail is None:
-            return buffer.get(self.input_start, self.input_length)
-        return buffer.get_mirrored(self.input_start, self.length, self.input_length, self.tail)
-
-    def kept(self, out: torch.Tensor) -> torch.Tensor:
-        """The ``length`` output samples this chunk contributes, from ``out [..., T']``."""
-        if self.tail is None and not self.head:
-            return center_trim(out, self.length)
-        if out.shape[-1] < self.length:
-            raise ValueError(f"network returned {out.shape[-1]} samples, fewer than {self.length}")
-        return out[..., : self.length]
-
-
 @dataclass
 class _Pass:
     """One bag member run over the track delayed by ``delay`` samples (one shift)."""
 
     member: int
     model: SeparationModel
-    chunks: list[_Chunk]
+    chunks: list[Chunk]
     stem_rows: list[int]
     next: int = 0
     acc: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
@@ -207,7 +81,7 @@ class _Pass:
     def needs_input_from(self) -> int:
         return self.min_input_after[self.next]
 
-    def add(self, chunk: _Chunk, out: torch.Tensor, length: int) -> None:
+    def add(self, chunk: Chunk, out: torch.Tensor, length: int) -> None:
         """Weight ``out`` ``[S, C, chunk.length]`` and add it, clipped to ``[0, length)``."""
         lo = max(chunk.start, self.base)
         hi = min(chunk.start + chunk.length, length)
@@ -276,8 +150,8 @@ class _InputBuffer:
         return out
 
     def get_mirrored(self, start: int, count: int, length: int, tail: str) -> torch.Tensor:
-        """Normalised MSST chunk input ``[C, length]`` (see :func:`_msst_index`)."""
-        index = _msst_index(start, count, length, tail, self._length)
+        """Normalised MSST chunk input ``[C, length]`` (:func:`~dsu.engine.framing.msst_index`)."""
+        index = msst_index(start, count, length, tail, self._length)
         if index is None:
             return torch.nn.functional.pad(self.get(start, count), (0, length - count))
         if int(index.min()) < self._start:
@@ -295,106 +169,6 @@ class _InputBuffer:
             self._start += cut
 
 
-def _segment(model: SeparationModel, options: EngineOptions) -> int:
-    if options.segment is None:
-        return model.segment
-    return max(1, int(options.segment * model.samplerate))
-
-
-def _demucs_plan(
-    model: SeparationModel, length: int, delay: int, options: EngineOptions
-) -> list[_Chunk]:
-    """Chunk grid of ``demucs.apply.apply_model`` over ``length`` samples delayed by ``delay``."""
-    segment = _segment(model, options)
-    overlap = model.overlap if options.overlap is None else options.overlap
-    stride = max(1, int((1 - overlap) * segment))
-    window = chunk_window(model.window, segment, model.transition_power)
-    virtual = length + delay
-    chunks = []
-    for offset in range(0, virtual, stride):
-        size = min(segment, virtual - offset)
-        need = model.valid_length(size, segment)
-        start = offset - delay
-        first = start - (need - size) // 2
-        chunks.append(_Chunk(start, size, first, need, window, first))
-    return chunks
-
-
-def _msst_plan(
-    model: SeparationModel, length: int, delay: int, options: EngineOptions
-) -> list[_Chunk]:
-    """Chunk grid of MSST's ``demix`` over ``length`` samples delayed by ``delay``."""
-    chunk = _segment(model, options)
-    if options.overlap is None:
-        step = max(1, chunk // max(1, model.num_overlap))
-    else:
-        step = max(1, round(chunk * (1 - options.overlap)))
-    border = chunk - step
-    # demix mirrors the track only when it is longer than both borders together.
-    pad = border if border > 0 and length > 2 * border else 0
-    fade = msst_fade_length(chunk, step)
-    windows = {
-        (fade_in, fade_out): fade_window(chunk, fade, fade_in=fade_in, fade_out=fade_out)
-        for fade_in in (False, True)
-        for fade_out in (False, True)
-    }
-    virtual = length + 2 * pad + delay
-    chunks = []
-    for offset in range(0, virtual, step):
-        count = min(chunk, virtual - offset)
-        start = offset - pad - delay
-        tail = "reflect" if count > chunk // 2 else "constant"
-        window = windows[offset > 0, offset + step < virtual]
-        index = _msst_index(start, count, chunk, tail, length)
-        source = start if index is None else int(index.min())
-        chunks.append(_Chunk(start, count, start, chunk, window, source, tail))
-    return chunks
-
-
-def _mdx_plan(
-    model: SeparationModel, length: int, delay: int, options: EngineOptions
-) -> list[_Chunk]:
-    """Chunk grid of UVR's MDX-Net ``demix`` over ``length`` samples delayed by ``delay``.
-
-    ``model.valid_length(segment, segment)`` rounds the segment to a chunk the network's
-    STFT frames fit; ``model.trim`` is the zeros ``demix`` puts before the track.
-    """
-    chunk = model.valid_length(_segment(model, options), _segment(model, options))
-    trim = model.trim
-    generated = chunk - 2 * trim
-    if generated <= 0:
-        raise ValueError(f"a chunk of {chunk} samples is too short for a trim of {trim}")
-    overlap = model.overlap if options.overlap is None else options.overlap
-    step = max(1, int((1 - overlap) * chunk))
-    virtual = length + delay
-    padded = trim + virtual + generated + trim - virtual % generated
-    windows: dict[int, torch.Tensor] = {}
-    chunks = []
-    for offset in range(0, padded, step):
-        size = min(chunk, padded - offset)
-        if size not in windows:
-            windows[size] = (
-                torch.hann_window(size, periodic=False, dtype=torch.float64).float()
-                if overlap != 0
-                else torch.ones(size)
-            )
-        start = offset - trim - delay
-        chunks.append(_Chunk(start, size, start, chunk, windows[size], start, head=True))
-    return chunks
-
-
-_PLANS = {"demucs": _demucs_plan, "msst": _msst_plan, "mdx": _mdx_plan}
-"""Planner of each of :data:`dsu.archs.base.FRAMINGS`."""
-
-
-def _plan(model: SeparationModel, length: int, delay: int, options: EngineOptions) -> list[_Chunk]:
-    """Chunk grid of one pass over a track of ``length`` samples delayed by ``delay``."""
-    plan = _PLANS.get(model.framing)
-    if plan is None:
-        raise ValueError(f"unknown framing {model.framing!r}; expected one of {FRAMINGS}")
-    return plan(model, length, delay, options)
-
-
 def _passes(bag: Bag, stem_rows: list[int], length: int, options: EngineOptions) -> list[_Pass]:
     rng = random.Random(options.seed)
     passes = []
@@ -404,7 +178,7 @@ def _passes(bag: Bag, stem_rows: list[int], length: int, options: EngineOptions)
         max_shift = int(options.max_shift * member.samplerate)
         delays = [max_shift - rng.randint(0, max_shift) for _ in range(options.shifts)] or [0]
         for delay in delays:
-            passes.append(_Pass(index, member, _plan(member, length, delay, options), stem_rows))
+            passes.append(_Pass(index, member, plan(member, length, delay, options), stem_rows))
     return passes
 
 

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from dsu.archs.base import SeparationModel
+from dsu.archs.normalization import TrackStats
 from dsu.archs.vr.params import VrParams
 from dsu.archs.vr.spectrogram import MultiBand, mirror_high_end
-from dsu.engine.overlap_add import TrackStats
 
 DEFAULT_WINDOW_SIZE = 512
 WINDOW_SIZES: tuple[int, ...] = (320, 512, 1024)
