@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,11 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common import peak_rss_mb, sdr
+
 RATE = 44_100
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_checkpoint(work: Path, seconds: float) -> None:
@@ -76,12 +73,6 @@ def run_one(which: str, work: Path, threads: int) -> dict:
     elapsed = time.perf_counter() - started
     np.save(out_path, out)
     return {"which": which, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
-
-
-def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    from dsu.metrics import sdr as plain_sdr
-
-    return float(plain_sdr(reference, estimate))
 
 
 def main() -> None:

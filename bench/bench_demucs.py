@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from common import peak_rss_mb, run_child
+
 SOURCES = ["drums", "bass", "other", "vocals"]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_network(work: Path) -> Path:
@@ -131,13 +126,6 @@ def run_hour(work: Path, minutes: float) -> dict:
     }
 
 
-def child(args: list[str]) -> dict:
-    done = subprocess.run(
-        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -168,7 +156,7 @@ def main() -> int:
         common = ["--work", str(work), "--batch-size", str(opts.batch_size)]
         for _ in range(opts.rounds):
             for which in ("demucs", "dsu"):
-                report = child(["--child", which, *common])
+                report = run_child(__file__, ["--child", which, *common])
                 times[which].append(report["seconds"])
                 rss[which] = max(rss[which], report["peak_rss_mb"])
         ours, theirs = np.load(work / "dsu.npy"), np.load(work / "demucs.npy")
@@ -184,8 +172,9 @@ def main() -> int:
         print(f"  parity             : {parity:8.1f} dB SDR")
         print(f"  ratio DSU/demucs   : {best['dsu'] / best['demucs']:8.3f}")
         if not opts.skip_hour:
-            hour = child(
-                ["--child", "hour", "--work", str(work), "--hour-minutes", str(opts.hour_minutes)]
+            hour = run_child(
+                __file__,
+                ["--child", "hour", "--work", str(work), "--hour-minutes", str(opts.hour_minutes)],
             )
             print(f"{hour['minutes']:.0f}-minute file -> 4 stem files, tiny Demucs network, CPU")
             print(f"  DSU time           : {hour['seconds']:8.1f} s")

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from common import peak_rss_mb, run_child
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -35,10 +35,6 @@ FULL_DATA = {
     "primary_stem": "Instrumental",
 }
 STEMS = ["instrumental", "vocals"]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def make_model(work: Path, hidden: int) -> Path:
@@ -79,13 +75,6 @@ def run_one(which: str, work: Path, batch_size: int) -> dict:
     return {"which": which, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
 
 
-def child(args: list[str]) -> dict:
-    done = subprocess.run(
-        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -113,7 +102,7 @@ def main() -> int:
         common = ["--work", str(work), "--batch-size", str(opts.batch_size)]
         for _ in range(opts.rounds):
             for which in names:
-                report = child(["--child", which, *common])
+                report = run_child(__file__, ["--child", which, *common])
                 times[which].append(report["seconds"])
                 rss[which] = max(rss[which], report["peak_rss_mb"])
         ours, theirs = np.load(work / "dsu.npy"), np.load(work / "audio-separator.npy")

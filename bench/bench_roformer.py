@@ -27,9 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -38,15 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from common import peak_rss_mb, run_child, sdr
+
 CONFIGS = {
     "bs": ("bs_roformer", "model_bs_roformer_ep_317_sdr_12.9755.yaml"),
     "mel": ("mel_band_roformer", "config_vocals_mel_band_roformer_kj.yaml"),
 }
 CHUNK, DIM_T, NUM_OVERLAP = 352800, 801, 2
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_config(which: str) -> dict[str, Any]:
@@ -164,20 +159,6 @@ def chunk_counts(frames: int) -> dict[str, int]:
     return {"audio-separator": len(starts), "msst": len(range(0, padded, step))}
 
 
-def child(args: list[str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, __file__, *args], check=True, capture_output=True, text=True
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    n = min(reference.shape[-1], estimate.shape[-1])
-    reference, estimate = reference[..., :n], estimate[..., :n]
-    error = np.square(reference - estimate).sum()
-    return float(10 * np.log10(np.square(reference).sum() / max(error, 1e-30)))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -218,8 +199,9 @@ def main() -> int:
                     name, _, precision = (
                         who.partition("-") if who.startswith("dsu") else (who, "", "fp32")
                     )
-                    report = child(
-                        ["--child", which, name, "--work", str(work), "--precision", precision]
+                    report = run_child(
+                        __file__,
+                        ["--child", which, name, "--work", str(work), "--precision", precision],
                     )
                     if name == "dsu":
                         (work / f"{which}-dsu.npy").rename(work / f"{which}-{who}.npy")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import peak_rss_mb, sdr
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = {"vr_model_param": "4band_v3", "primary_stem": "Vocals", "nout": 32, "nout_lstm": 128}
@@ -99,13 +100,7 @@ def child(side: str, work: Path, threads: int, resampler: str) -> None:
     stems = run_dsu(work) if side == "dsu" else run_reference(work, resampler)
     elapsed = time.perf_counter() - started
     np.save(work / f"{side}.npy", stems)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"side": side, "seconds": elapsed, "peak_rss_mb": rss}))
-
-
-def sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    error = np.square(reference - estimate).sum()
-    return float(10 * np.log10(np.square(reference).sum() / max(error, 1e-30)))
+    print(json.dumps({"side": side, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> None:
