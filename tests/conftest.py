@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--service-queue",
+        choices=("local", "celery"),
+        default="local",
+        help="queue backend of the service tests' servers (celery: Redis + a worker)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import test_service_support
+
+    test_service_support.QUEUE = config.getoption("--service-queue")
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +38,15 @@ def shared_dir() -> Path:
 def mu_dir(shared_dir: Path) -> Path:
     """The real MUSDB18 excerpt 'Mu - Too Bright': mixture.wav and its four true stems."""
     return shared_dir / "audio" / "musdb18-mu-too-bright"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test: thread hand-offs would dominate a tiny network
+    on a busy machine."""
+    import torch  # here, so that collecting the torch-free tests does not load it
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

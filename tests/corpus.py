@@ -232,3 +232,31 @@ def run_cli(args: list[str], timeout: float = 600, **kwargs: object) -> subproce
         timeout=timeout,
         **kwargs,
     )
+
+
+def separate_cli(
+    song: Path, models: Path, model: str, out: Path, *options: str, **kwargs: object
+) -> dict[str, np.ndarray]:
+    """``dsu separate`` of ``song`` with ``model`` from the folder ``models`` into ``out``,
+    as 32-bit float stems; it must succeed. Returns the stems by name, ``[C, T]``."""
+    done = run_cli(
+        [
+            "separate",
+            str(song),
+            "--models-dir",
+            str(models),
+            "-m",
+            model,
+            *options,
+            "-o",
+            str(out),
+            "--bit-depth",
+            "32",
+        ],
+        **kwargs,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {
+        p.stem: sf.read(p, dtype="float32", always_2d=True)[0].T
+        for p in (out / song.stem).iterdir()
+    }

@@ -1,6 +1,7 @@
 """Every family of the seed's table loads and separates through its launcher with the
-seed's JSON lines: BS-RoFormer and MDX23C (``dsu-bsroformer``), VR, MDX-Net, MDX23C,
-Demucs and the RoFormers (``dsu-audio-separator``), Apollo (``dsu-apollo``).
+seed's JSON lines: BS-RoFormer, MDX23C, SCNet and BandIt v2 (``dsu-bsroformer``), VR, MDX-Net,
+MDX23C, Demucs and the RoFormers (``dsu-audio-separator``), Apollo (``dsu-apollo``), an
+MSST-layout HTDemucs (``dsu-demucs``).
 
 One models directory holds a tiny random-weight model of each family in the layout its
 users have (MSST ``.ckpt`` + ``.yaml``, UVR ``.onnx`` / ``.pth`` with model data, Demucs
@@ -9,7 +10,6 @@ users have (MSST ``.ckpt`` + ``.yaml``, UVR ``.onnx`` / ``.pth`` with model data
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,18 +17,22 @@ import soundfile as sf
 import torch
 import yaml
 
+from dsu.archs import bandit, msst_htdemucs, scnet
 from dsu.archs.mdx23c import Mdx23cConfig, TfcTdfNet
 from dsu.archs.vr.params import load_params
 from helpers import write_noise
 from roformer_configs import TINY_BS, msst_bs
 from test_apollo_cli import msst_folder
+from test_bandit_parity import small as bandit_small
 from test_mdx23c_parity import SMALL as MDX23C_SMALL
+from test_msst_htdemucs import CONFIG as HTDEMUCS_MSST
+from test_scnet_parity import SMALL as SCNET_SMALL
+from test_scnet_parity import msst_config as scnet_config
 from test_vr_parity import V51_DATA, write_v51
-from test_worker_support import request, spawn, write_models_json
+from test_worker_support import launcher_path, request, spawn, write_models_json
 from tiny_demucs import write_models_dir
 from tiny_mdx import SMALL_DATA, export
 
-BIN = Path(sys.executable).parent
 SEED_SECONDS = 1.0
 
 
@@ -81,6 +85,26 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "options": {**V51_DATA, "window_size": 320},
     }
 
+    at_44k = {"chunk_size": 64 * 160, "sample_rate": 44100}
+    htdemucs_44k = {**HTDEMUCS_MSST["training"], "samplerate": 44100}
+    for name, arch, config, build in (
+        ("bandit", "bandit_v2", {**bandit_small(), "audio": at_44k}, bandit.build_network),
+        ("scnet", "scnet", scnet_config("scnet", SCNET_SMALL), scnet.build_network),
+        (
+            "htdemucs-msst",
+            "htdemucs",
+            {**HTDEMUCS_MSST, "training": htdemucs_44k},
+            msst_htdemucs.build_network,
+        ),
+    ):
+        torch.save(build(config).state_dict(), weights / f"{name}.ckpt")
+        (configs / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        manifest[f"tiny-{name}"] = {
+            "arch": arch,
+            "weights": f"weights/{name}.ckpt",
+            "config": f"configs/{name}.yaml",
+        }
+
     msst_folder(root / "apollo")
     manifest["tiny-apollo"] = {
         "arch": "apollo",
@@ -99,6 +123,9 @@ LAUNCHES = [
     ("dsu-audio-separator", "tiny-demucs"),
     ("dsu-audio-separator", "tiny-bs-roformer"),
     ("dsu-apollo", "tiny-apollo"),
+    ("dsu-bsroformer", "tiny-bandit"),
+    ("dsu-bsroformer", "tiny-scnet"),
+    ("dsu-demucs", "tiny-htdemucs-msst"),
 ]
 
 
@@ -107,7 +134,9 @@ def test_seed_lines_through_the_launcher(
     launcher: str, model: str, models: Path, tmp_path: Path
 ) -> None:
     source = write_noise(tmp_path / "song.wav", SEED_SECONDS)
-    process, ready = spawn(command=[str(BIN / launcher), "--worker", "--models-dir", str(models)])
+    process, ready = spawn(
+        command=[str(launcher_path(launcher)), "--worker", "--models-dir", str(models)]
+    )
     try:
         assert ready["status"] == "ready"
         assert request(process, {"cmd": "ping"})["status"] == "pong"

@@ -60,7 +60,8 @@ def test_demucs_launcher_serves_only_demucs(models: Path, tmp_path: Path) -> Non
         command=[str(BIN / "dsu-demucs"), "--worker", "--models-dir", str(models)]
     )
     try:
-        assert ready["architectures"] == ["demucs"]
+        # Demucs checkpoints in either layout: its own `.th` and MSST's `.ckpt` + `.yaml`.
+        assert ready["architectures"] == ["demucs", "htdemucs"]
         listed = request(process, {"cmd": "list_models"})
         assert listed["models"] == ["tiny"]
         refused = request(process, {"cmd": "load_model", "model": "center"})
@@ -116,20 +117,20 @@ def test_foreign_family_is_refused_at_start(models: Path) -> None:
     assert result.stdout == ""
 
 
-def test_unimplemented_family_answers_model_not_found(models: Path) -> None:
+def test_served_family_without_its_config_is_a_typed_error(models: Path) -> None:
     process, ready = spawn(
         command=[str(BIN / "dsu-bsroformer"), "--worker", "--models-dir", str(models)]
     )
     try:
-        assert "scnet" in ready["unsupported_architectures"]
-        assert "bs_roformer" in ready["architectures"]
+        assert "unsupported_architectures" not in ready
+        assert {"bs_roformer", "scnet"} <= set(ready["architectures"])
         listed = request(process, {"cmd": "list_models", "id": 1})
         assert listed["models"] == ["scnet-xl"]
         details = {d["name"]: d for d in listed["details"]}
-        assert details["scnet-xl"]["runnable"] is False
+        assert details["scnet-xl"]["runnable"] is True
         reply = request(process, {"cmd": "load_model", "model": "scnet-xl", "id": 2})
-        assert (reply["status"], reply["code"], reply["id"]) == ("error", "model_not_found", 2)
-        assert "'scnet'" in reply["message"]
+        assert (reply["status"], reply["id"]) == ("error", 2)
+        assert "needs the YAML config" in reply["message"]
         assert request(process, {"cmd": "ping", "id": 3})["status"] == "pong"
     finally:
         process.kill()
@@ -143,7 +144,7 @@ def test_a_served_family_names_what_is_wrong_with_a_model(models: Path) -> None:
     try:
         assert {"demucs", "vr", "mdx", "apollo"} <= set(ready["architectures"])
         listed = request(process, {"cmd": "list_models", "id": 1})
-        assert listed["models"] == ["tiny", "uvr-vocals"]
+        assert listed["models"] == ["scnet-xl", "tiny", "uvr-vocals"]
         reply = request(process, {"cmd": "load_model", "model": "uvr-vocals", "id": 2})
         assert reply["status"] == "error" and reply["code"] in {"bad_request", "io_error"}
         assert "UVR-Vocals.pth" in reply["message"]

@@ -17,9 +17,6 @@ import torch
 if TYPE_CHECKING:
     from dsu.archs.normalization import StatsAccumulator
 
-FRAMINGS = ("demucs", "msst", "mdx")
-"""How the engine cuts a track into chunks and stitches them (``SeparationModel.framing``)."""
-
 
 class SeparationModel(ABC):
     """One network that maps a mixture chunk to stem chunks.
@@ -36,15 +33,20 @@ class SeparationModel(ABC):
         window: cross-fade between chunks, ``"triangle"`` (Demucs) or ``"rect"`` (no
             cross-fade: overlapping chunks are averaged).
         transition_power: exponent applied to the triangle window.
-        framing: one of :data:`FRAMINGS`. ``"demucs"``: chunks ``segment * (1 - overlap)``
-            apart, zeros past the track's ends, ``window`` cross-fade, as
-            ``demucs.apply.apply_model``. ``"msst"``: chunks ``segment // num_overlap``
-            apart over the track reflected by ``segment - step`` samples at both ends,
-            a short last chunk padded to ``segment``, MSST's linear fade, as MSST's
-            ``demix`` (``overlap``, ``window``, ``valid_length`` are then unused; a user's
-            ``--overlap`` still replaces ``num_overlap``). ``"mdx"``: UVR's MDX-Net
+        framing: one of :data:`dsu.engine.options.FRAMINGS`. ``"demucs"``: chunks
+            ``segment * (1 - overlap)`` apart, zeros past the track's ends, ``window``
+            cross-fade, as ``demucs.apply.apply_model``. ``"msst"``: chunks
+            ``segment // num_overlap`` apart over the track reflected by ``segment - step``
+            samples at both ends, a short last chunk padded to ``segment``, MSST's linear
+            fade, as MSST's ``demix`` (``overlap``, ``window``, ``valid_length`` are then
+            unused; a user's ``--overlap`` still replaces ``num_overlap``). ``"mdx"``: UVR's MDX-Net
             ``demix`` (audio-separator's): ``trim`` zeros before the track, chunks
-            ``segment * (1 - overlap)`` apart, each output's head kept.
+            ``segment * (1 - overlap)`` apart, each output's head kept. ``"uvr"``:
+            audio-separator's RoFormer path (``MDXCSeparator.demix``): chunks
+            ``segment // num_overlap`` apart over the plain track, the last one ending at
+            the track's end, a Hamming window.
+        framings: the framings a user may pick for this model (``EngineOptions.framing``);
+            its own ``framing`` by default.
         trim: ``"mdx"`` framing: the zeros ``demix`` puts before the track (``n_fft // 2``).
         num_overlap: ``"msst"`` framing: how many chunks cover each sample.
         batch_size: chunks per forward pass the model's config asks for, or None; the
@@ -71,6 +73,10 @@ class SeparationModel(ABC):
     batch_size: int | None = None
     max_segment: int | None = None
     positional: bool = False
+
+    @property
+    def framings(self) -> tuple[str, ...]:
+        return (self.framing,)
 
     def valid_length(self, length: int, segment: int) -> int:
         """Input length the network needs to produce ``length`` output samples.

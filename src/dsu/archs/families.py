@@ -73,6 +73,24 @@ def _mdx23c(model: Mapping[str, Any]) -> str | None:
     return "mdx23c" if "num_subbands" in model and "num_scales" in model else None
 
 
+def _scnet(model: Mapping[str, Any]) -> str | None:
+    # scnet_masked has scnet's keys: training.model_type (or the checkpoint) tells them apart.
+    if any(str(key).startswith("tran_") for key in model):
+        return "scnet_tran"
+    if "band_SR" in model or {"dims", "num_dplayer"} <= model.keys():
+        return "scnet"
+    return None
+
+
+def _bandit(model: Mapping[str, Any]) -> str | None:
+    return "bandit_v2" if "n_sqm_modules" in model and "band_type" in model else None
+
+
+def _msst_demucs(model: Mapping[str, Any]) -> str | None:
+    # The `htdemucs:` section MSST's `model: htdemucs` names: the transformer's keys.
+    return "htdemucs" if "t_layers" in model and "dconv_mode" in model else None
+
+
 FAMILIES: tuple[Family, ...] = (
     Family(
         "Demucs",
@@ -96,7 +114,27 @@ FAMILIES: tuple[Family, ...] = (
         launchers=("dsu-bsroformer", "dsu-audio-separator"),
         recognise=_mdx23c,
     ),
-    Family("SCNet", ("scnet",), None, launchers=("dsu-bsroformer",)),
+    Family(
+        "SCNet",
+        ("scnet", "scnet_masked", "scnet_tran"),
+        "dsu.archs.scnet",
+        launchers=("dsu-bsroformer", "dsu-audio-separator"),
+        recognise=_scnet,
+    ),
+    Family(
+        "BandIt",
+        ("bandit_v2",),
+        "dsu.archs.bandit",
+        launchers=("dsu-audio-separator", "dsu-bsroformer"),
+        recognise=_bandit,
+    ),
+    Family(
+        "HTDemucs (MSST layout)",
+        ("htdemucs",),
+        "dsu.archs.msst_htdemucs",
+        launchers=("dsu-demucs", "dsu-audio-separator"),
+        recognise=_msst_demucs,
+    ),
     Family(
         "MDX-Net",
         ("mdx",),
@@ -144,14 +182,18 @@ def launcher_archs(launcher: str) -> tuple[str, ...]:
 
 def msst_arch(config: object) -> str:
     """The arch an MSST config describes: ``training.model_type`` when it names one DSU
-    knows, else what the ``model:`` keys say; ``"unknown"`` when neither tells."""
+    knows, else what the keys of its model section say (``model:``, the section a
+    ``model: htdemucs`` names, or BandIt v2's ``kwargs:``); ``"unknown"`` when neither
+    tells."""
+    from dsu.archs.msst_config import model_section  # yaml: only when a config is read
+
     if not isinstance(config, Mapping):
         return "unknown"
     training = config.get("training")
     model_type = training.get("model_type") if isinstance(training, Mapping) else None
     if isinstance(model_type, str) and family_of(model_type) is not None:
         return model_type
-    model = config.get("model")
+    model = model_section(config)
     if not isinstance(model, Mapping):
         return "unknown"
     for family in FAMILIES:

@@ -195,6 +195,8 @@ class MsstModel(SeparationModel):
     """
 
     framing = "msst"
+    # audio-separator's framing too: its RoFormer path runs these same checkpoints.
+    framings = ("msst", "uvr")
 
     def __init__(
         self,
@@ -302,29 +304,50 @@ def load_msst(
             the file); a checkpoint that does not fit the config (tensors named); stems
             that differ from the entry's.
     """
-    if entry.config is None:
-        raise RegistryError(
-            f"{entry.name}: a {family} model needs the YAML config published with its "
-            "checkpoint (models.json 'config')"
-        )
-    if len(entry.weights) != 1:
-        raise RegistryError(
-            f"{entry.name}: a {family} model has exactly one weights file, got {len(entry.weights)}"
-        )
-    config = read_config(entry.config)
-    weights = entry.weights[0]
+    config_path, weights = entry_files(entry, f"a {family} model")
+    config = read_config(config_path)
     state = read_state_dict(weights)
     try:
         net = build(config, state)
     except RegistryError as exc:
-        raise RegistryError(f"{entry.config}: {exc.message}") from exc
+        raise RegistryError(f"{config_path}: {exc.message}") from exc
     load_strict(net, state, weights)
     if tta is None:
         tta = bool(entry.options.get("tta", False))
-    model = MsstModel(wrap(net) if wrap else net, config, tta=tta, source=entry.config)
-    if entry.stems and [name.lower() for name in entry.stems] != model.stems:
+    model = MsstModel(wrap(net) if wrap else net, config, tta=tta, source=config_path)
+    check_stems(entry, model.stems)
+    return model
+
+
+def entry_files(entry: ModelEntry, model: str) -> tuple[Path, Path]:
+    """The config and the one weights file of an MSST-layout entry.
+
+    Args:
+        model: the kind of model, for messages (``"a SCNet model"``).
+
+    Raises:
+        RegistryError: the entry names no config, or not exactly one weights file.
+    """
+    if entry.config is None:
+        raise RegistryError(
+            f"{entry.name}: {model} needs the YAML config published with its "
+            "checkpoint (models.json 'config')"
+        )
+    if len(entry.weights) != 1:
+        raise RegistryError(
+            f"{entry.name}: {model} has exactly one weights file, got {len(entry.weights)}"
+        )
+    return Path(entry.config), entry.weights[0]
+
+
+def check_stems(entry: ModelEntry, stems: list[str]) -> None:
+    """Refuse an entry whose ``stems`` differ from the ``stems`` its config gives.
+
+    Raises:
+        RegistryError: naming both lists.
+    """
+    if entry.stems and [name.lower() for name in entry.stems] != stems:
         raise RegistryError(
             f"{entry.name}: models.json lists stems {list(entry.stems)} but the config "
-            f"gives {model.stems}; fix the entry's 'stems'"
+            f"gives {stems}; fix the entry's 'stems'"
         )
-    return model

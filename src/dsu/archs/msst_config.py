@@ -6,7 +6,7 @@ network (:mod:`dsu.archs.msst` builds on it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,11 @@ import yaml
 from dsu.errors import RegistryError
 
 CONFIG_SECTIONS = ("model", "audio")
-"""Sections every MSST config must have."""
+"""Sections every MSST config must have (the model's under another name for the layouts
+:func:`model_section` knows)."""
+
+KWARGS_SECTION = "kwargs"
+"""Where BandIt v2 configs keep the network's arguments (MSST builds it from ``kwargs:``)."""
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -62,12 +66,64 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise RegistryError(f"{path}: the model config must be a YAML mapping of sections")
     for section in CONFIG_SECTIONS:
-        if not isinstance(config.get(section), dict):
+        found = model_section(config) if section == "model" else config.get(section)
+        if not isinstance(found, dict):
             raise RegistryError(
                 f"{path}: the model config has no {section}: section; "
                 "is this the YAML that came with the checkpoint?"
             )
     return config
+
+
+def model_section(config: Mapping[str, Any]) -> Any:
+    """The section holding the network's hyperparameters: ``model:``; or, in MSST's
+    Demucs layout, the section ``model:`` names (``model: htdemucs`` with an
+    ``htdemucs:`` section); or BandIt v2's ``kwargs:``. None when there is none."""
+    model = config.get("model")
+    if isinstance(model, str):
+        return config.get(model)
+    if model is None:
+        return config.get(KWARGS_SECTION)
+    return model
+
+
+def is_name_list(value: object) -> bool:
+    """Whether ``value`` is what ``training.instruments`` must be: a non-empty list of names."""
+    return (
+        isinstance(value, list | tuple)
+        and bool(value)
+        and all(isinstance(name, str) and name for name in value)
+    )
+
+
+def training_instruments(training: Mapping[str, Any]) -> tuple[str, ...]:
+    """``training.instruments`` as written.
+
+    Raises:
+        RegistryError: it is not a non-empty list of names.
+    """
+    instruments = training.get("instruments")
+    if not is_name_list(instruments):
+        raise RegistryError(
+            f"training.instruments must be a list of stem names, got {instruments!r}"
+        )
+    return tuple(instruments)
+
+
+def reject_unknown_keys(
+    section: Mapping[str, Any], name: str, known: Collection[str], family: str
+) -> None:
+    """Refuse a ``name:`` section holding keys the ``family``'s network does not take.
+
+    Raises:
+        RegistryError: naming every unknown key and listing the known ones.
+    """
+    unknown = sorted(str(key) for key in section if key not in known)
+    if unknown:
+        raise RegistryError(
+            f"unknown {family} key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+            f"known {name} keys: {', '.join(sorted(known))}. Fix or remove them."
+        )
 
 
 def config_stems(
@@ -88,11 +144,7 @@ def config_stems(
     training = training if isinstance(training, Mapping) else {}
     instruments = training.get("instruments")
     target = training.get("target_instrument")
-    if not (
-        isinstance(instruments, list | tuple)
-        and instruments
-        and all(isinstance(name, str) and name for name in instruments)
-    ):
+    if not is_name_list(instruments):
         raise RegistryError(f"{source}: training.instruments must be a list of stem names")
     if target and target not in instruments:
         raise RegistryError(

@@ -43,7 +43,7 @@ from dsu.archs.msst_config import read_config
 from dsu.errors import RegistryError
 from dsu.registry.entry import ModelEntry
 
-__all__ = ["Apollo", "ApolloConfig", "ApolloModel", "load"]
+__all__ = ["Apollo", "ApolloConfig", "ApolloModel", "build_network", "load"]
 
 STEM = "restored"
 """The output's name when the config names none."""
@@ -129,6 +129,15 @@ class ApolloModel(SeparationModel):
     def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> ApolloModel:
         self.net.to(device)
         return self
+
+
+def build_network(config: dict[str, Any]) -> Apollo:
+    """The network an MSST Apollo config describes, with random weights.
+
+    Raises:
+        RegistryError: a key that is missing, unknown or out of range (named).
+    """
+    return Apollo(from_msst(config).model)
 
 
 def load(entry: ModelEntry, **_: Any) -> ApolloModel:

@@ -21,7 +21,7 @@ from dsu.archs.mdx23c.network import TfcTdfNet
 from dsu.archs.msst import MsstModel, load_msst
 from dsu.registry.entry import ModelEntry
 
-__all__ = ["Mdx23cConfig", "TfcTdfNet", "ValidLengthNet", "load"]
+__all__ = ["Mdx23cConfig", "TfcTdfNet", "ValidLengthNet", "build_network", "load"]
 
 
 class ValidLengthNet(nn.Module):
@@ -45,9 +45,18 @@ class ValidLengthNet(nn.Module):
         return self.net(mix)[..., :length]
 
 
-def _network(config: dict[str, Any], _state: dict[str, torch.Tensor]) -> TfcTdfNet:
+def build_network(config: dict[str, Any]) -> TfcTdfNet:
+    """The network a whole MSST config describes, with random weights.
+
+    Raises:
+        RegistryError: a missing, unknown or ill-typed key (named).
+    """
     parsed = Mdx23cConfig.from_dict(config)
     return TfcTdfNet(parsed.audio, parsed.model, len(parsed.targets))
+
+
+def _network(config: dict[str, Any], _state: dict[str, torch.Tensor]) -> TfcTdfNet:
+    return build_network(config)
 
 
 def load(entry: ModelEntry, **options: Any) -> MsstModel:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dsu.archs.msst_config import reject_unknown_keys, training_instruments
 from dsu.errors import RegistryError
 
 NORMS: tuple[str, ...] = ("InstanceNorm", "BatchNorm", "GroupNorm<groups>")
@@ -151,27 +152,19 @@ class Mdx23cConfig:
         audio_raw = _section(raw, "audio")
         model_raw = _section(raw, "model")
         training = _section(raw, "training")
-        _check_keys(audio_raw, "audio", AUDIO_KEYS | AUDIO_TRAINING_KEYS)
-        _check_keys(model_raw, "model", MODEL_KEYS)
+        reject_unknown_keys(audio_raw, "audio", AUDIO_KEYS | AUDIO_TRAINING_KEYS, "MDX23C")
+        reject_unknown_keys(model_raw, "model", MODEL_KEYS, "MDX23C")
 
         model = _parse_model(model_raw)
         audio = _parse_audio(audio_raw, model)
-        instruments = training.get("instruments")
-        if (
-            not isinstance(instruments, list | tuple)
-            or not instruments
-            or not all(isinstance(name, str) and name for name in instruments)
-        ):
-            raise RegistryError(
-                f"training.instruments must be a list of stem names, got {instruments!r}"
-            )
+        instruments = training_instruments(training)
         target = training.get("target_instrument")
         if target is not None and (not isinstance(target, str) or target not in instruments):
             raise RegistryError(
                 f"training.target_instrument {target!r} must be null or one of "
                 f"training.instruments {list(instruments)}"
             )
-        config = cls(audio, model, tuple(instruments), target or None)
+        config = cls(audio, model, instruments, target or None)
         frames = audio.chunk_size // audio.hop_length + 1
         if audio.chunk_size % audio.hop_length or not config.valid_chunk(frames):
             raise RegistryError(
@@ -187,15 +180,6 @@ def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     if not isinstance(section, Mapping):
         raise RegistryError(f"an MDX23C config needs a {name!r} section")
     return section
-
-
-def _check_keys(section: Mapping[str, Any], name: str, known: frozenset[str]) -> None:
-    unknown = sorted(str(key) for key in section if key not in known)
-    if unknown:
-        raise RegistryError(
-            f"unknown MDX23C key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-            f"known {name} keys: {', '.join(sorted(known))}. Fix or remove them."
-        )
 
 
 def _int(section: Mapping[str, Any], name: str, key: str, minimum: int = 1) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from dsu.archs.families import msst_arch
 from dsu.archs.msst import MsstModel, load_msst
 from dsu.archs.roformer.bs_roformer import BSRoformer
 from dsu.archs.roformer.config import (
@@ -29,6 +30,7 @@ from dsu.archs.roformer.config import (
 from dsu.archs.roformer.core import BandRoformer
 from dsu.archs.roformer.hyperace import BSRoformerHyperACE, is_hyperace
 from dsu.archs.roformer.mel_band_roformer import MelBandRoformer
+from dsu.errors import RegistryError
 from dsu.registry.entry import ModelEntry
 
 NETWORKS: dict[str, type[BandRoformer]] = {
@@ -45,6 +47,19 @@ def build(arch: str, model: dict[str, Any]) -> BandRoformer:
         RegistryError: an unknown, missing or ill-typed key (named).
     """
     return NETWORKS[arch](parse_model_config(arch, model))
+
+
+def build_network(config: dict[str, Any]) -> BandRoformer:
+    """The network a whole MSST config describes (its arch told by
+    :func:`dsu.archs.families.msst_arch`), with random weights.
+
+    Raises:
+        RegistryError: the config describes no RoFormer, or a bad ``model:`` key (named).
+    """
+    arch = msst_arch(config)
+    if arch not in NETWORKS:
+        raise RegistryError(f"the config describes a {arch!r} model, not a RoFormer")
+    return build(arch, config["model"])
 
 
 def _network(arch: str, config: dict[str, Any], state: dict[str, torch.Tensor]) -> BandRoformer:
@@ -74,6 +89,7 @@ __all__ = [
     "MelBandRoformerConfig",
     "RoformerConfig",
     "build",
+    "build_network",
     "load",
     "parse_model_config",
 ]

@@ -85,7 +85,9 @@ class BandRoformer(nn.Module):
         )
 
         # Where each band feature sits in the flat spectrum [F * C * 2], in the band
-        # split's computation order; None when that is the spectrum's own order.
+        # split's computation order; None when that is the spectrum's own order. Built on
+        # the CPU whatever the default device: it is the config's bookkeeping, checked here
+        # even for a network built on ``meta``.
         index = torch.tensor(
             [
                 (bin_ * channels + channel) * 2 + part
@@ -93,13 +95,15 @@ class BandRoformer(nn.Module):
                 for bin_ in bands[band]
                 for channel in range(channels)
                 for part in range(2)
-            ]
+            ],
+            device="cpu",
         )
         width = c.freq_bins * channels * 2
         coverage = torch.bincount(index, minlength=width)
         if bool((coverage == 0).any()):
             raise ValueError("every STFT bin must belong to at least one band")
-        natural = index.numel() == width and bool((index == torch.arange(width)).all())
+        in_order = torch.arange(width, device="cpu")
+        natural = index.numel() == width and bool((index == in_order).all())
         self.register_buffer("feature_index", None if natural else index, persistent=False)
         overlapping = bool((coverage > 1).any())
         self.register_buffer(
