@@ -98,7 +98,7 @@ def test_every_config_exists_parses_and_has_its_arch_keys() -> None:
 
 
 def test_every_shipped_config_is_used() -> None:
-    used = {e.config for e in _msst_entries() if e.shipped_config is not None}
+    used = {e.config for e in builtin_catalog().entries() if e.shipped_config is not None}
     shipped = {p.name for p in (CATALOG / "configs").iterdir() if p.name.endswith(".yaml")}
     assert shipped == used
 

@@ -73,7 +73,7 @@ def test_list_json_and_table(tmp_path: Path, registered_dir: Path) -> None:
     table = dsu("models", "list", env_dir=demucs_dir)  # DSU_MODELS_DIR is the default
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ARCH", "STEMS", "STATUS", "LICENSE", "ALIASES"]
+    assert lines[0].split() == ["NAME", "ARCH", "CATEGORY", "STEMS", "STATUS", "SIZE", "LICENSE"]
     assert any(line.split()[:3] == ["pair", "*", "demucs"] for line in lines)
     # Apollo's weights are CC BY-SA 4.0: the listing says so.
     assert any(line.startswith("apollo ") and "CC-BY-SA-4.0" in line for line in lines)

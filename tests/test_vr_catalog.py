@@ -26,6 +26,7 @@ from dsu.registry.entry import ModelEntry
 from dsu.registry.scan import uvr_hash
 
 VR_ENTRIES = [e for e in builtin_catalog().entries() if e.arch == "vr"]
+CATALOG_DIR = Path(__file__).resolve().parents[1] / "src" / "dsu" / "registry" / "catalog"
 WITH_OPTIONS = [e for e in VR_ENTRIES if e.options]
 V51_RECORD = {"vr_model_param": "4band_v3", "primary_stem": "Vocals", "nout": 4, "nout_lstm": 8}
 """Model data of the tiny v5.1 net :func:`write_v51` saves (``4band_v3`` has 672 bins)."""
@@ -90,14 +91,19 @@ def test_catalog_stems_are_the_ones_the_loader_derives(item) -> None:
 def test_pull_writes_the_options_into_models_json(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()
+    # The two entries without their published size and digest: the files are stand-ins.
+    raw = json.loads((CATALOG_DIR / "uvr_vr.json").read_text(encoding="utf-8"))["models"]
+    drop = ("sha256", "size", "verified")
+    models = {n: {k: v for k, v in raw[n].items() if k not in drop} for n in raw}
+    catalog = Catalog.from_dict({"version": 1, "models": models}, "test catalog")
     for item in ("vr-uvr-denoise-lite", "vr-1-hp-uvr"):
         (mirror / builtin_catalog().get(item).weights[0]).write_bytes(b"not read by pull")
-        pull(item, tmp_path / "models", mirror=mirror)
+        pull(item, tmp_path / "models", mirror=mirror, catalog=catalog)
     document = json.loads((tmp_path / "models" / "models.json").read_text())
     lite = document["models"]["vr-uvr-denoise-lite"]
     assert lite["options"] == builtin_catalog().get("vr-uvr-denoise-lite").options
     assert "options" not in document["models"]["vr-1-hp-uvr"]
-    entry = Registry.open(tmp_path / "models").resolve("vr-uvr-denoise-lite")
+    entry = Registry.open(tmp_path / "models", catalog=catalog).resolve("vr-uvr-denoise-lite")
     data = model_data(entry)
     assert (data.vr_model_param, data.primary_stem, data.nout) == (
         "1band_sr44100_hl1024",

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from dsu.errors import ChecksumMismatch, DownloadError, DSUError
+from dsu.errors import BadRequest, ChecksumMismatch, DownloadError, DSUError
+from dsu.registry.catalog import CATEGORIES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -42,6 +43,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="models of the directory, built-ins, and catalog models to pull",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--category", choices=CATEGORIES, help="only models for this use (catalog category)"
+    )
+    p.add_argument(
+        "--arch", metavar="ARCH", help="only models of this architecture (e.g. mel_band_roformer)"
+    )
+    p.add_argument("--stem", metavar="STEM", help="only models that output this stem (e.g. drums)")
+    p.add_argument("--installed", action="store_true", help="only models in the models directory")
     p.set_defaults(func=cmd_list)
 
     p = actions.add_parser(
@@ -105,15 +114,32 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     registry = Registry.open(args.models_dir)
     infos = registry.listing()
+    if args.arch is not None:
+        archs = sorted({info.arch for info in infos})
+        if args.arch not in archs:
+            raise BadRequest(
+                f"--arch {args.arch!r}: no model of that architecture; choose from "
+                f"{', '.join(archs)}"
+            )
+    stem = args.stem.lower() if args.stem else None
+    infos = [
+        info
+        for info in infos
+        if (args.category is None or info.category == args.category)
+        and (args.arch is None or info.arch == args.arch)
+        and (stem is None or stem in (s.lower() for s in info.stems))
+        and (not args.installed or info.installed)
+    ]
     if args.json:
         document = {
             "models_dir": str(registry.root),
             "default": registry.default,
+            "count": len(infos),
             "models": [info.to_json() for info in infos],
         }
         print(json.dumps(document, indent=2))
         return 0
-    rows = [("NAME", "ARCH", "STEMS", "STATUS", "LICENSE", "ALIASES")]
+    rows = [("NAME", "ARCH", "CATEGORY", "STEMS", "STATUS", "SIZE", "LICENSE")]
     for info in infos:
         status = {"available": "available (pull)", "incomplete": "incomplete (verify)"}.get(
             info.status, info.status
@@ -121,14 +147,28 @@ def cmd_list(args: argparse.Namespace) -> int:
         if info.requires:
             status += f", needs dsu[{info.requires}]"
         name = f"{info.name} *" if info.default else info.name
-        terms = info.license or "-"
-        rows.append((name, info.arch, ",".join(info.stems), status, terms, ",".join(info.aliases)))
+        size = f"{info.size / 1e6:.0f} MB" if info.size else "-"
+        rows.append(
+            (
+                name,
+                info.arch,
+                info.category or "-",
+                ",".join(info.stems) or "-",
+                status,
+                size,
+                info.license or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    print(f"\nmodels directory: {registry.root}   (* = default)")
+    installed = sum(info.installed for info in infos)
+    print(
+        f"\n{len(infos)} models, {installed} installed or built in; models directory: "
+        f"{registry.root}   (* = default)"
+    )
     return 0
 
 

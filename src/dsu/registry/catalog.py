@@ -13,7 +13,9 @@ file). A catalog file::
         "stems": [...], "bag": {"models": ["955717e8"]}, "config": null,
         "options": {}, "license": "MIT", "description": "...", "aliases": [], "requires": null,
         "sdr": {"vocals": 9.2}, "metrics": [{"stem": "vocals", "sdr": 8.2,
-            "dataset": "Multisong", "source": "..."}], "source": "..."}}}
+            "dataset": "Multisong", "source": "..."}], "source": "...",
+        "size": {"955717e8-8726e21a.th": 84141911}, "category": "four-stem",
+        "verified": {"url": true, "sha256": true, "config": true}}}}
 
 Every weight needs a URL. ``config`` names a config file: one with a URL is fetched like a
 weight; one without is shipped with the catalog and copied by pull. ``bag`` (Demucs only)
@@ -25,7 +27,15 @@ then checked on download; where it is not known (most community checkpoints publ
 it is left out and pull records the digest of what it downloaded, so any later change to
 the file is still caught when the model loads. ``sdr`` is the headline SDR per stem as the
 authors publish it (often in the file name, on their own validation set); ``metrics`` are
-further published scores, each naming its dataset and source.
+further published scores, each naming its dataset and source. ``size`` is the byte count
+of a file where a source gives it (pull refuses a download of another size). ``category``
+is one of :data:`CATEGORIES`. ``verified`` says what could be checked when the entry was
+written: ``url`` (every URL is the publisher's own, as a source lists it, rather than a
+re-host such as pymss' or MSST-WebUI's Hugging Face mirrors), ``sha256`` (a digest is
+known for every fetched file) and ``config`` (no config to fetch: the publisher's config
+is shipped, or the family needs none). ``sha256`` must agree with the entry itself;
+``config`` cannot be true for a fetched config, and is false for a shipped stand-in: a
+sibling's config whose network matches the checkpoint's size (its ``source`` says whose).
 """
 
 from __future__ import annotations
@@ -60,7 +70,34 @@ FIELDS = (
     "sdr",
     "metrics",
     "source",
+    "size",
+    "category",
+    "verified",
 )
+CATEGORIES = (
+    "vocals",
+    "instrumental",
+    "karaoke",
+    "vocal-parts",
+    "four-stem",
+    "multi-stem",
+    "single-instrument",
+    "drum-parts",
+    "dereverb",
+    "denoise",
+    "crowd",
+    "restoration",
+    "speech",
+    "spatial",
+)
+"""What a catalog model is for (``dsu models list --category``): vocals; instrumental;
+karaoke (lead vs backing vocals); vocal-parts (male/female, choir voices, breaths);
+four-stem (drums, bass, other, vocals); multi-stem (more stems); single-instrument (one
+instrument against the rest); drum-parts (kick, snare, cymbals...); dereverb (reverb and
+echo); denoise (noise and bleed); crowd; restoration (lossy or damaged audio); speech
+(dialogue, music and effects; speech against the rest); spatial (centre/sides,
+similarity)."""
+VERIFIED = ("url", "sha256", "config")
 METRIC_FIELDS = ("stem", "sdr", "dataset", "source")
 CONFIGS = "configs"
 """The folder beside a catalog file that holds the configs it ships."""
@@ -81,6 +118,9 @@ class CatalogEntry:
         sdr: published SDR in dB by stem.
         metrics: further published scores (``stem``, ``sdr``, ``dataset``, ``source``).
         source: where the entry's facts come from.
+        size: byte counts by file name, where a source gives them.
+        category: one of :data:`CATEGORIES`, or None.
+        verified: for each of :data:`VERIFIED`, whether it was checked (see the module).
         files: the files pull fetches (weights, then a fetched config).
     """
 
@@ -101,11 +141,24 @@ class CatalogEntry:
     sdr: dict[str, float] = field(default_factory=dict)
     metrics: tuple[dict[str, Any], ...] = ()
     source: str = ""
+    size: dict[str, int] = field(default_factory=dict)
+    category: str | None = None
+    verified: dict[str, bool] = field(default_factory=dict)
     files: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         fetched = (self.config,) if self.config and self.shipped_config is None else ()
         object.__setattr__(self, "files", self.weights + fetched)
+
+    @property
+    def config_url(self) -> str | None:
+        """Where pull fetches the config from, when it is not shipped."""
+        return self.url.get(self.config) if self.config and self.shipped_config is None else None
+
+    @property
+    def unverified(self) -> tuple[str, ...]:
+        """Which of :data:`VERIFIED` could not be checked for this entry."""
+        return tuple(key for key in VERIFIED if not self.verified.get(key, False))
 
 
 class Catalog:
@@ -124,7 +177,12 @@ class Catalog:
                         f"or an alias of {owner!r}"
                     )
                 self._aliases[alias] = entry.name
-        self._by_file = {f: e for e in self._entries.values() for f in e.weights}
+        # A file in several entries (a Demucs bag and its members alone) is found under the
+        # first of them by name.
+        self._by_file: dict[str, CatalogEntry] = {}
+        for entry in self.entries():
+            for file_name in entry.weights:
+                self._by_file.setdefault(file_name, entry)
 
     @classmethod
     def from_dict(cls, data: object, source: str, configs: Traversable | None = None) -> Catalog:
@@ -246,6 +304,16 @@ def _parse(name: str, raw: object, source: str, configs: Traversable | None) -> 
                 f"{where}.sha256.{file_name}: {value!r} is not a lowercase hex sha256 "
                 "(full digest or a prefix of at least 8 hex digits; leave it out when unknown)"
             )
+    size = raw.get("size", {})
+    if not isinstance(size, dict) or not all(
+        k in fetched and isinstance(v, int) and not isinstance(v, bool) and v > 0
+        for k, v in size.items()
+    ):
+        raise RegistryError(f"{where}.size: must be an object of fetched file: bytes (> 0)")
+    category = raw.get("category")
+    if category is not None and category not in CATEGORIES:
+        raise RegistryError(f"{where}.category: {category!r} is not one of {', '.join(CATEGORIES)}")
+    verified = _verified(raw.get("verified", {}), where, fetched, sha256, config, shipped)
     return CatalogEntry(
         name=name,
         arch=raw["arch"],
@@ -264,7 +332,42 @@ def _parse(name: str, raw: object, source: str, configs: Traversable | None) -> 
         sdr=_sdr(raw.get("sdr", {}), where),
         metrics=_metrics(raw.get("metrics", []), where),
         source=raw.get("source") or "",
+        size=dict(size),
+        category=category,
+        verified=verified,
     )
+
+
+def _verified(
+    value: object,
+    where: str,
+    fetched: list[str],
+    sha256: dict[str, str],
+    config: str | None,
+    shipped: Traversable | None,
+) -> dict[str, bool]:
+    """The ``verified`` marker, checked against what the entry itself says."""
+    if not isinstance(value, dict) or set(value) - set(VERIFIED):
+        raise RegistryError(f"{where}.verified: must be an object of {', '.join(VERIFIED)}: bool")
+    if not all(isinstance(v, bool) for v in value.values()):
+        raise RegistryError(f"{where}.verified: values must be true or false")
+    facts = {
+        "sha256": all(f in sha256 for f in fetched),
+        "config": config is None or shipped is not None,
+    }
+    for key, fact in facts.items():
+        # A shipped stand-in config is the one claim the entry cannot prove: it may say false.
+        stand_in = key == "config" and fact and value.get(key) is False
+        if key in value and value[key] != fact and not stand_in:
+            raise RegistryError(
+                f"{where}.verified.{key}: says {str(value[key]).lower()} but the entry "
+                f"{'has' if fact else 'lacks'} it"
+            )
+    return {
+        "url": bool(value.get("url", False)),
+        "sha256": facts["sha256"],
+        "config": facts["config"] and value.get("config", True),
+    }
 
 
 def _sdr(value: object, where: str) -> dict[str, float]:

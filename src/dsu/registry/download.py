@@ -4,8 +4,9 @@ The bytes go to ``.<name>.part`` beside the target. An interrupted HTTP transfer
 part and the next attempt asks for the rest with a ``Range`` request (starting over when
 the server ignores it). The sha256 (full digest or prefix) is checked before the part is
 renamed to its final name, so a file under its final name is always a complete, verified
-one; a mismatch deletes the part. A file whose publisher gives no sha256 is still only
-renamed once complete, and its digest is returned so that the registry can record it.
+one; a mismatch deletes the part. So is the byte count, where the catalog knows it. A
+file whose publisher gives no sha256 is still only renamed once complete, and its digest
+is returned so that the registry can record it.
 Only the standard library is used, so the core install can pull models.
 """
 
@@ -49,6 +50,7 @@ def fetch(
     timeout: float = 30.0,
     retries: int = 3,
     progress: Progress | None = None,
+    expected_size: int | None = None,
 ) -> str:
     """Fetch ``source`` (an http(s) URL or a local file) to ``dest``, verified.
 
@@ -60,6 +62,7 @@ def fetch(
         timeout: seconds to wait for the server at any one point.
         retries: attempts; each one resumes where the last one stopped.
         progress: called as bytes arrive.
+        expected_size: the file's byte count, where known (checked before the digest).
 
     Returns:
         The full sha256 of the installed file (also remembered by
@@ -68,13 +71,21 @@ def fetch(
     Raises:
         DownloadError: HTTP error (with status and URL), unreachable host, or a transfer
             still incomplete after ``retries`` attempts (the part is kept for next time).
-        ChecksumMismatch: the bytes are complete but their digest is wrong (part deleted).
+        ChecksumMismatch: the bytes are complete but their size or digest is wrong (part
+            deleted).
     """
     part = part_path(dest)
     if isinstance(source, Path):
         _copy_local(source, part, dest.name, progress)
     else:
         _download(source, part, dest.name, timeout=timeout, retries=retries, progress=progress)
+    size = part.stat().st_size
+    if expected_size is not None and size != expected_size:
+        part.unlink(missing_ok=True)
+        raise ChecksumMismatch(
+            f"{dest.name}: size mismatch: expected {expected_size} bytes, got {size} "
+            f"(from {source}); the download was deleted"
+        )
     actual = file_sha256(part)
     if expected_sha256 is not None and not matches(actual, expected_sha256):
         part.unlink(missing_ok=True)

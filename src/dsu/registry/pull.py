@@ -6,9 +6,11 @@ added to ``models.json``, with the catalog entry's ``options``. Files come from 
 official URL or from a mirror: a local directory holding the files by name (also in its
 ``weights/`` or ``configs/`` folder, so another models directory works as a mirror) or a
 base URL. Files already present with the right checksum are not fetched again.
+A download is checked against the catalog's byte count and sha256 where it gives them.
 ``models.json`` records the sha256 of every installed file: the catalog's where it has one,
 else the digest of what was downloaded, so a file damaged later is refused when the model
-loads.
+loads. A config fetched from its URL (not shipped, so not read when the catalog was
+written) names the model's stems itself: the installed entry takes them from it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 
 import yaml
 
-from dsu.errors import DownloadError, ModelNotFound
+from dsu.archs.families import family_of
+from dsu.archs.msst_config import config_stems, read_config
+from dsu.errors import DownloadError, ModelNotFound, RegistryError
 from dsu.registry import digests
 from dsu.registry.catalog import Catalog, CatalogEntry, builtin_catalog
 from dsu.registry.checksum import matches
@@ -87,7 +91,13 @@ def pull(
             # Without a published digest, the one recorded by an earlier pull says whether
             # the file on disk is still the one that was downloaded.
             expected = item.sha256.get(file_name) or installed.get(file_name)
-            if dest.is_file() and expected and matches(digests.digest(dest), expected):
+            size = item.size.get(file_name)
+            if (
+                dest.is_file()
+                and expected
+                and size in (None, dest.stat().st_size)
+                and matches(digests.digest(dest), expected)
+            ):
                 recorded[file_name] = digests.digest(dest)
                 continue
             recorded[file_name] = fetch(
@@ -97,6 +107,7 @@ def pull(
                 timeout=config.timeout,
                 retries=config.retries,
                 progress=progress,
+                expected_size=size,
             )
         if item.shipped_config is not None and item.config is not None:
             (root / "configs").mkdir(exist_ok=True)
@@ -107,6 +118,10 @@ def pull(
             (root / "configs").mkdir(exist_ok=True)
             _write_bytes(root / "configs" / f"{item.name}.yaml", yaml.safe_dump(item.bag).encode())
         document["models"][item.name] = _manifest_entry(item, recorded)
+        if item.config_url is not None:
+            stems = _fetched_stems(item, root / "configs" / item.config)
+            if stems is not None:
+                document["models"][item.name]["stems"] = stems
         document["default"] = document.get("default") or item.name
         write_manifest(root, document, reserved=BUILTIN)
     return Registry.open(root, catalog=catalog).resolve(item.name)
@@ -151,6 +166,16 @@ def _manifest_entry(item: CatalogEntry, recorded: dict[str, str]) -> dict[str, A
     if item.requires:
         entry["requires"] = item.requires
     return entry
+
+
+def _fetched_stems(item: CatalogEntry, config: Path) -> list[str] | None:
+    """The stems a fetched config gives (every fetched catalog config is an MSST YAML), or
+    None when it does not say: the loader then names the config's problem."""
+    family = family_of(item.arch)
+    try:
+        return config_stems(read_config(config), config, residual=family is None or family.residual)
+    except RegistryError:
+        return None
 
 
 def _source(file_name: str, url: str, mirror: str | Path | None) -> str | Path:

@@ -8,12 +8,12 @@ does not exist yet holds nothing but the built-in weight-free models, which alwa
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dsu.errors import ModelNotFound, RegistryError
-from dsu.registry.catalog import Catalog, builtin_catalog
+from dsu.registry.catalog import Catalog, CatalogEntry, builtin_catalog
 from dsu.registry.entry import ModelEntry
 from dsu.registry.manifest import MANIFEST, Manifest, parse_manifest, read_manifest
 from dsu.registry.scan import Warn, scan
@@ -51,7 +51,9 @@ class ModelInfo:
 
     ``status``: ``installed`` (all files present), ``incomplete`` (listed in models.json,
     files missing), ``builtin`` (weight-free, always there) or ``available`` (in the
-    catalog, not in this directory: ``dsu models pull NAME``).
+    catalog, not in this directory: ``dsu models pull NAME``). ``category``, ``size``
+    (bytes, when every file's is known), ``unverified`` and ``config_url`` come from the
+    catalog entry of that name, if any.
     """
 
     name: str
@@ -63,6 +65,15 @@ class ModelInfo:
     default: bool = False
     requires: str | None = None
     license: str | None = None
+    category: str | None = None
+    size: int | None = None
+    unverified: tuple[str, ...] = ()
+    config_url: str | None = None
+    sdr: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def installed(self) -> bool:
+        return self.status in ("installed", "builtin")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +86,12 @@ class ModelInfo:
             "default": self.default,
             "requires": self.requires,
             "license": self.license,
+            "installed": self.installed,
+            "category": self.category,
+            "size": self.size,
+            "sdr": dict(self.sdr),
+            "config_url": self.config_url,
+            "unverified": list(self.unverified),
         }
 
 
@@ -207,24 +224,39 @@ class Registry:
                 status = "incomplete" if self.missing_files(entry) else "installed"
             infos.append(_info(entry, status, entry.name == self.default))
         present = {info.name for info in infos}
+        infos = [_with_catalog(info, self._catalog.get(info.name)) for info in infos]
         for item in self._catalog.entries():
             if item.name not in present:
-                infos.append(
-                    ModelInfo(
-                        name=item.name,
-                        arch=item.arch,
-                        stems=item.stems,
-                        status="available",
-                        aliases=item.aliases,
-                        description=item.description,
-                        requires=item.requires,
-                        license=item.license,
-                    )
+                info = ModelInfo(
+                    name=item.name,
+                    arch=item.arch,
+                    stems=item.stems,
+                    status="available",
+                    aliases=item.aliases,
+                    description=item.description,
+                    requires=item.requires,
+                    license=item.license,
                 )
+                infos.append(_with_catalog(info, item))
         return sorted(infos, key=lambda i: (STATUSES.index(i.status), i.name))
 
     def _own(self) -> dict[str, ModelEntry]:
         return self._manifest.entries if self._manifest else {}
+
+
+def _with_catalog(info: ModelInfo, item: CatalogEntry | None) -> ModelInfo:
+    """``info`` with the catalog's facts about the model of that name."""
+    if item is None:
+        return info
+    known = all(f in item.size for f in item.weights)
+    return replace(
+        info,
+        category=item.category,
+        size=sum(item.size[f] for f in dict.fromkeys(item.weights)) if known else None,
+        unverified=item.unverified,
+        config_url=item.config_url,
+        sdr=dict(item.sdr),
+    )
 
 
 def _info(entry: ModelEntry, status: str, default: bool) -> ModelInfo:
