@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import peak_rss_mb, run_child
+from common import machine, peak_rss_mb, run_child, write_result
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 
@@ -171,6 +171,25 @@ def main() -> int:
         print(f"  all runs (s)       : demucs {times['demucs']}  dsu {times['dsu']}")
         print(f"  parity             : {parity:8.1f} dB SDR")
         print(f"  ratio DSU/demucs   : {best['dsu'] / best['demucs']:8.3f}")
+        runs = {
+            who: {
+                "seconds": best[who],
+                "all_seconds": times[who],
+                "rtf": best[who] / opts.seconds,
+                "peak_rss_mb": rss[who],
+            }
+            for who in ("demucs", "dsu")
+        }
+        runs["dsu"] |= {
+            "parity_db": float(parity),
+            "parity_against": "demucs",
+            "speedup": best["demucs"] / best["dsu"],
+        }
+        result = {
+            "machine": machine(),
+            "seconds": opts.seconds,
+            "configs": {"htdemucs": {"network": "HTDemucs (full size)", "runs": runs}},
+        }
         if not opts.skip_hour:
             hour = run_child(
                 __file__,
@@ -182,6 +201,7 @@ def main() -> int:
                 f"  DSU peak RSS       : {hour['peak_rss_mb']:8.0f} MB "
                 f"(after imports: {hour['rss_before_mb']:.0f} MB)"
             )
+        print(f"saved {write_result('demucs', result)}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Chunk planning, windows and streaming of the engine's framings (demucs, msst, mdx)."""
+"""Chunk planning, windows and streaming of the engine's framings (demucs, msst, mdx, uvr)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from dsu.archs.base import FRAMINGS, SeparationModel
+from dsu.archs.base import SeparationModel
 from dsu.engine import EngineOptions, separate_array, separate_stream
 from dsu.engine.framing import plan, reflect_index
+from dsu.engine.options import FRAMINGS
 from dsu.engine.window import chunk_window, fade_window, msst_fade_length
 
 CHUNK = 200
@@ -83,14 +84,14 @@ def test_msst_grid_long_track(num_overlap: int):
     border = CHUNK - step
     length = 5 * CHUNK
     chunks = plan(Probe("msst", num_overlap=num_overlap), length, 0, EngineOptions())
-    # The grid runs over the track mirrored by `border` at both ends.
-    assert [c.start for c in chunks] == list(range(-border, length + border, step))
+    # The grid runs over the track mirrored by `border` at both ends; the chunks that
+    # start in the right border (all their output cropped) are not run.
+    assert [c.start for c in chunks] == list(range(-border, length, step))
     assert all(c.input_length == CHUNK for c in chunks)
     fade = CHUNK // 10
-    first, middle, last = chunks[0].window, chunks[1].window, chunks[-1].window
+    first, middle = chunks[0].window, chunks[1].window
     assert first[0] == 1 and first[-1] == 0  # no fade-in on the first chunk
     assert middle[0] == 0 and middle[-1] == 0 and middle[fade:-fade].eq(1).all()
-    assert last[0] == 0 and last[-1] == 1  # no fade-out on the last chunk
     # The last chunks run past the mirrored end and are padded: mirrored when more than
     # half a chunk is left, zeros otherwise.
     for chunk in chunks:
@@ -109,6 +110,34 @@ def test_msst_grid_long_track(num_overlap: int):
             mirrored_end = 2 * (length - 1) - (chunk.start + chunk.length - 1)
             assert chunk.source_start == min(chunk.start, mirrored_end)
             assert chunk.source_start >= length - border - 1
+
+
+@pytest.mark.parametrize(
+    ("num_overlap", "length", "run", "full_grid"),
+    [
+        (2, 5 * CHUNK, 11, 12),  # starts -100 .. 900; 1000 lies in the right border
+        (4, 5 * CHUNK, 23, 26),  # starts -150 .. 950; 1000, 1050, 1100 skipped
+        (2, 5 * CHUNK + 1, 12, 13),  # 1000 keeps the track's last sample; 1100 skipped
+        (4, 300, 6, 6),  # not mirrored: nothing to skip
+    ],
+)
+def test_msst_skips_chunks_wholly_in_a_border(num_overlap, length, run, full_grid):
+    step = CHUNK // num_overlap
+    border = CHUNK - step
+    pad = border if length > 2 * border else 0
+    assert len(range(0, length + 2 * pad, step)) == full_grid  # demix's own grid
+    chunks = plan(Probe("msst", num_overlap=num_overlap), length, 0, EngineOptions())
+    assert len(chunks) == run
+    assert all(c.start < length and c.start + c.length > 0 for c in chunks)
+
+
+def test_msst_skipped_chunks_keep_the_last_chunks_window():
+    # The last chunk of demix's grid (no fade-out) lies in the border and is skipped; the
+    # last one run keeps its fade-out, which falls wholly past the track's end.
+    chunks = plan(Probe("msst", num_overlap=2), 5 * CHUNK, 0, EngineOptions())
+    last = chunks[-1]
+    assert last.window[-1] == 0
+    assert last.start + last.length - CHUNK // 10 >= 5 * CHUNK
 
 
 def test_msst_short_track_is_not_mirrored():

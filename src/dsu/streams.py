@@ -68,11 +68,8 @@ def file_input(path: Path) -> Input:
         BadAudio: the file is not decodable audio (see :func:`dsu.audio.probe`).
     """
     info = audio.probe(path)
-
-    def blocks() -> Iterator[np.ndarray]:
-        with audio.AudioReader(path, BLOCK) as reader:
-            yield from reader
-
+    # Decoded on its own thread, ahead of the engine (dsu.audio.decode.read_ahead).
+    blocks = lambda: audio.read_ahead(path, BLOCK)  # noqa: E731 - one decode per call
     return Input(str(path), info.samplerate, info.channels, info.frames, blocks)
 
 

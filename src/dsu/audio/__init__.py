@@ -7,7 +7,7 @@ never torch), so the worker and the CLI can probe inputs before any model loads.
 from __future__ import annotations
 
 from dsu.audio.channels import conform_channels
-from dsu.audio.decode import AudioInfo, AudioReader, probe, read
+from dsu.audio.decode import AudioInfo, AudioReader, probe, read, read_ahead
 from dsu.audio.encode import AudioWriter, write
 from dsu.audio.formats import OUTPUT_FORMATS, extension_for
 from dsu.audio.resample import Resampler, resample
@@ -22,6 +22,7 @@ __all__ = [
     "extension_for",
     "probe",
     "read",
+    "read_ahead",
     "resample",
     "write",
 ]

@@ -8,6 +8,9 @@ problem a user's file can have ends in :class:`~dsu.errors.BadAudio` naming the 
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -85,6 +88,58 @@ class AudioReader:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+READ_AHEAD = 4
+"""Blocks :func:`read_ahead` decodes before they are asked for."""
+
+
+def read_ahead(
+    path: str | Path, block_frames: int = 65536, depth: int = READ_AHEAD
+) -> Iterator[np.ndarray]:
+    """:class:`AudioReader`'s blocks, decoded on a thread of its own ahead of the caller.
+
+    At most ``depth`` decoded blocks wait, so memory stays bounded whatever the length.
+    A decoding failure is raised to the caller, as it is, where its block would have
+    come; closing the iterator early (or dropping it) stops the thread and closes the
+    file.
+    """
+    # Each item is a block, or (None, the exception that ended decoding, or None at the end).
+    items: queue.Queue[np.ndarray | tuple[None, BaseException | None]] = queue.Queue(depth)
+    stopped = threading.Event()
+
+    def offer(item: np.ndarray | tuple[None, BaseException | None]) -> bool:
+        """Queue ``item`` unless the caller has stopped listening; False when it has."""
+        while not stopped.is_set():
+            with contextlib.suppress(queue.Full):
+                items.put(item, timeout=0.1)
+                return True
+        return False
+
+    def decode() -> None:
+        try:
+            with AudioReader(path, block_frames) as reader:
+                for block in reader:
+                    if not offer(block):
+                        return
+        except BaseException as e:  # handed over: the caller raises it
+            offer((None, e))
+            return
+        offer((None, None))
+
+    thread = threading.Thread(target=decode, name=f"dsu-decode {Path(path).name}", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if isinstance(item, tuple):
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        stopped.set()
+        thread.join()
 
 
 def read(path: str | Path) -> tuple[np.ndarray, int]:

@@ -10,6 +10,10 @@ signal turned into one, removes its temp file. Only a hard kill (SIGKILL, power 
 leaves one behind; the writer holds an advisory lock on it for as long as it lives, so
 the next writer into that directory can tell an abandoned temp file (lock free) from one
 another process is still writing (:func:`remove_stale_partials`).
+
+Encoding runs on the writer's own thread behind a bounded queue (:class:`_Encoder`), so
+a separation computes the next chunk while the last one is encoded; libsndfile and
+NumPy release the GIL while they work.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import re
 import secrets
 import shutil
+import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +43,10 @@ except ImportError:  # Windows: no advisory locks, but an open file cannot be de
     fcntl = None  # type: ignore[assignment]
 
 _WRITE_BLOCK = 65536
+ENCODE_QUEUE = 8
+"""Blocks of ``_WRITE_BLOCK`` frames a writer holds for its encoder thread (about 12 s
+of audio, 4 MB of stereo float32): enough to ride out a slow chunk, bounded whatever
+the track's length."""
 
 # DSU's temp names, and the targets they may stand for (stem files come from stems_mp4);
 # nothing else is ever taken for a temp file.
@@ -87,7 +97,7 @@ class AudioWriter:
         )
         self.samplerate, self.channels = samplerate, channels
         self.frames_written = 0
-        self.clipped = 0  # samples beyond full scale that an integer or lossy format clipped
+        self._encoder: _Encoder | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -97,11 +107,14 @@ class AudioWriter:
         self._file: sf.SoundFile | None = None
         self._lock = _create_locked(self._temp, self.path)
         opened: list[sf.SoundFile] = []
+        encoders: list[_Encoder] = []
         try:
             # Runs on abort, and on garbage collection or interpreter exit if not committed.
-            self._discard = weakref.finalize(self, _discard, self._temp, self._lock, opened)
+            self._discard = weakref.finalize(
+                self, _discard, self._temp, self._lock, opened, encoders
+            )
         except BaseException:
-            _discard(self._temp, self._lock, opened)
+            _discard(self._temp, self._lock, opened, encoders)
             raise
         s = self.settings
         try:
@@ -119,45 +132,46 @@ class AudioWriter:
             self._discard()
             raise write_error(self.path, e) from e
         opened.append(self._file)
+        self._encoder = _Encoder(self._file, self.settings, self.path)
+        encoders.append(self._encoder)
+
+    @property
+    def clipped(self) -> int:
+        """Samples beyond full scale that an integer or lossy format clipped (final once
+        the writer is committed)."""
+        return self._encoder.clipped if self._encoder is not None else 0
 
     def write(self, block: np.ndarray) -> None:
         """Append ``[C, n]`` samples (``[n]`` for mono); values beyond [-1, 1] are clipped
-        (and counted in :attr:`clipped`) for every format but float wav."""
+        (and counted in :attr:`clipped`) for every format but float wav.
+
+        The samples are copied and encoded on the writer's thread; a failure there is
+        raised by the next ``write`` or by :meth:`commit`.
+        """
         if self._file is None:
             raise RuntimeError(f"{self.path}: writer already committed or aborted")
+        assert self._encoder is not None
         if block.ndim == 1 and self.channels == 1:
             block = block[None]
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"expected a [{self.channels}, n] block, got {block.shape}")
         # Bounded slices keep libsndfile's Vorbis and LAME encoders on modest buffers and
-        # the int conversion below from doubling a huge block in memory.
+        # the queue and the int conversion from holding a huge block twice in memory.
         for start in range(0, block.shape[1], _WRITE_BLOCK):
-            self._write_frames(block[:, start : start + _WRITE_BLOCK])
-
-    def _write_frames(self, block: np.ndarray) -> None:
-        assert self._file is not None
-        data = block.T
-        if not self.settings.is_float:
-            self.clipped += int(np.count_nonzero(np.abs(data) > 1.0))
-            data = np.clip(data, -1.0, 1.0)
-        pcm = _PCM.get(self.settings.subtype)
-        if pcm is not None:
-            dtype, scale, shift = pcm
-            ints = np.clip(np.rint(data * scale), -scale, scale - 1).astype(dtype)
-            data = ints << shift if shift else ints
-        else:
-            data = data.astype(np.float32, copy=False)
-        try:
-            self._file.write(np.ascontiguousarray(data))
-        except (RuntimeError, OSError) as e:
-            raise write_error(self.path, e) from e
+            self._encoder.put(np.array(block[:, start : start + _WRITE_BLOCK]))
         self.frames_written += block.shape[1]
 
     def commit(self) -> Path:
         """Finish encoding and rename the temp file onto ``path``; returns ``path``."""
         if self._file is None:
             raise RuntimeError(f"{self.path}: writer already committed or aborted")
+        assert self._encoder is not None
         file, self._file = self._file, None
+        try:
+            self._encoder.finish()
+        except BaseException:
+            self._discard()
+            raise
         try:
             file.close()
             os.replace(self._temp, self.path)
@@ -327,9 +341,84 @@ def _unlock(fd: int) -> None:
         os.close(fd)
 
 
-def _discard(temp: Path, lock: int, files: list[sf.SoundFile]) -> None:
-    """Close and delete a temp file, then let go of its lock (in that order, so no cleaner
-    sees it unlocked while it still exists)."""
+class _Encoder:
+    """Encodes one writer's blocks into its file on a thread of its own.
+
+    Blocks wait in a queue of at most :data:`ENCODE_QUEUE`, so a producer faster than
+    the encoder blocks instead of growing memory. The first failure is kept, raised to
+    the producer on its next :meth:`put` or on :meth:`finish`, and later blocks dropped.
+    The thread holds the file and the settings, never the writer, so an uncommitted
+    writer that is dropped is still collected (and its temp file removed).
+    """
+
+    def __init__(self, file: sf.SoundFile, settings: EncoderSettings, path: Path) -> None:
+        self.clipped = 0
+        self._file, self._settings, self._path = file, settings, path
+        self._error: BaseException | None = None
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(ENCODE_QUEUE)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"dsu-encode {path.name}")
+        self._thread.daemon = True  # a stuck disk never holds up the interpreter's exit
+        self._thread.start()
+
+    def put(self, block: np.ndarray) -> None:
+        """Queue ``[C, n]`` samples; raises the encoder's failure, if any."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def finish(self) -> None:
+        """Encode everything queued and end the thread; raises its failure, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """End the thread without encoding what is queued (abort); safe to call twice."""
+        self._stopped.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)  # a full queue is read on, and the flag seen
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            block = self._queue.get()
+            if block is None or self._stopped.is_set():
+                return
+            if self._error is not None:
+                continue  # drained, so a producer blocked on a full queue wakes up
+            try:
+                self._encode(block)
+            except (RuntimeError, OSError) as e:
+                self._error = write_error(self._path, e)
+            except BaseException as e:  # e.g. MemoryError: the producer sees it as it is
+                self._error = e
+
+    def _encode(self, block: np.ndarray) -> None:
+        data = block.T
+        if not self._settings.is_float:
+            self.clipped += int(np.count_nonzero(np.abs(data) > 1.0))
+            data = np.clip(data, -1.0, 1.0)
+        pcm = _PCM.get(self._settings.subtype)
+        if pcm is not None:
+            dtype, scale, shift = pcm
+            ints = np.clip(np.rint(data * scale), -scale, scale - 1).astype(dtype)
+            data = ints << shift if shift else ints
+        else:
+            data = data.astype(np.float32, copy=False)
+        self._file.write(np.ascontiguousarray(data))
+
+
+def _discard(
+    temp: Path, lock: int, files: list[sf.SoundFile], encoders: Sequence[_Encoder] = ()
+) -> None:
+    """Stop the encoder, close and delete a temp file, then let go of its lock (in that
+    order: nothing writes to a closed file, and no cleaner sees the file unlocked while it
+    still exists)."""
+    for encoder in encoders:
+        encoder.stop()
     for file in files:
         # A failing close only matters for a file we keep; this one is deleted below.
         with contextlib.suppress(RuntimeError, OSError):

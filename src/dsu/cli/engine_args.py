@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from dsu.engine.options import DEFAULT_PRECISION, PRECISIONS
+from dsu.engine.options import DEFAULT_PRECISION, FRAMINGS, PRECISIONS
 
 if TYPE_CHECKING:
     from dsu.api import Separator
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--models-dir``, ``--device``, ``--precision``, ``--overlap``, ``--shifts``,
-    ``--batch-size``, ``--segment`` and ``--allow-checksum-mismatch``."""
+    ``--batch-size``, ``--segment``, ``--framing`` and ``--allow-checksum-mismatch``."""
     parser.add_argument(
         "--models-dir", type=Path, help="models directory (default: DSU_MODELS_DIR)"
     )
@@ -37,6 +37,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--segment", type=float, help="chunk length in seconds (default: the model's)"
     )
     parser.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        help="how the track is cut into chunks (default: the model's; 'uvr' cuts an MSST "
+        "checkpoint's track as audio-separator does, with fewer chunks)",
+    )
+    parser.add_argument(
         "--allow-checksum-mismatch",
         action="store_true",
         help="load a model even when a file's sha256 differs from the registry's "
@@ -45,14 +51,19 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def separator_from_args(
-    args: argparse.Namespace, model: str | None, *, downmix: bool = False
+    args: argparse.Namespace,
+    model: str | None,
+    *,
+    downmix: bool = False,
+    pipeline: dict[str, Any] | None = None,
 ) -> Separator:
     """A :class:`dsu.Separator` for ``model`` with the flags of :func:`add_engine_arguments`,
-    loaded."""
+    loaded; ``pipeline``: the ensemble or pipeline keywords of the Separator instead."""
     from dsu.api import Separator
 
     separator = Separator(
         model,
+        **(pipeline or {}),
         models_dir=args.models_dir,
         device=args.device,
         precision=args.precision,
@@ -60,6 +71,7 @@ def separator_from_args(
         shifts=args.shifts,
         batch_size=args.batch_size,
         segment=args.segment,
+        framing=args.framing,
         downmix=downmix,
         allow_checksum_mismatch=args.allow_checksum_mismatch,
     )
@@ -71,7 +83,7 @@ def check_engine_args(separator: Separator) -> None:
     """The engine checks that need the loaded model and its device: the segment and
     overlap against the model (:func:`dsu.engine.options.check_against`), and the
     precision against the device. Raises BadRequest before any input is read."""
-    from dsu.engine import check_against, check_precision
+    from dsu.engine import check_precision
 
-    check_against(separator.options, separator.model)
+    separator.check_options(separator.options)
     check_precision(separator.device, separator.options.precision)

@@ -19,6 +19,7 @@ _EXPORTS = {
     "StatsAccumulator": "dsu.archs.normalization",
     "TrackStats": "dsu.archs.normalization",
     "center_trim": "dsu.engine.framing",
+    "iter_separate": "dsu.engine.overlap_add",
     "separate_array": "dsu.engine.overlap_add",
     "separate_stream": "dsu.engine.overlap_add",
 }

@@ -12,7 +12,9 @@ Each model declares its framing (``SeparationModel.framing``):
   ``2 * border``), a short last chunk padded to ``segment`` (mirrored if it is more than
   half a chunk, else zeros), the first ``length`` output samples kept, a linear fade
   window without fade-in on the first chunk and fade-out on the last, the border trimmed;
-  tests/test_msst_framing_parity.py checks it. The mirrored start needs only the first
+  tests/test_msst_framing_parity.py checks it. A chunk of that grid lying wholly in a
+  mirrored border (every output sample of it cropped) is not run: the output is the same
+  with one chunk fewer on most tracks. The mirrored start needs only the first
   ``border + 1`` samples and the mirrored end only the last ``border + 1``, so this too
   streams. Where MSST's ``demix`` weighs chunks by their position in a batch (with
   ``batch_size > 1`` every chunk of the last batch loses its fade-out), the engine weighs
@@ -25,6 +27,17 @@ Each model declares its framing (``SeparationModel.framing``):
   chunk's output aligned with its input (the first samples kept, no centre trim), weighted
   by a symmetric Hann window of the chunk's length within the padded track (flat with no
   overlap).
+- ``uvr``: the arithmetic of audio-separator's RoFormer path (``MDXCSeparator.demix`` with
+  ``is_roformer``), which also runs MSST checkpoints: chunks of ``segment`` samples every
+  ``step = segment // num_overlap`` over the plain track (no mirroring), the last chunk
+  moved back to end at the track's end (a track shorter than a chunk is one short
+  chunk), each weighted by a symmetric Hamming window of ``segment`` samples (its first
+  samples for a short chunk), outputs aligned with their inputs. It runs fewer chunks than
+  ``msst`` (no border chunks); tests/test_uvr_framing_parity.py checks it.
+- ``msst_demucs``: the arithmetic of MSST's ``demix`` in its mode for HTDemucs
+  (``model_type: htdemucs``): chunks of ``segment`` samples every ``segment // num_overlap``
+  from the track's start, zeros past its end, each output's first samples kept, every
+  chunk weighted equally (no fade, no mirrored border); tests/test_msst_htdemucs.py checks it.
 """
 
 from __future__ import annotations
@@ -34,8 +47,8 @@ from typing import Protocol
 
 import torch
 
-from dsu.archs.base import FRAMINGS, SeparationModel
-from dsu.engine.options import EngineOptions
+from dsu.archs.base import SeparationModel
+from dsu.engine.options import FRAMINGS, EngineOptions
 from dsu.engine.window import chunk_window, fade_window, msst_fade_length
 
 
@@ -164,6 +177,10 @@ def _msst_plan(
     for offset in range(0, virtual, step):
         count = min(chunk, virtual - offset)
         start = offset - pad - delay
+        if start >= length or start + count <= 0:
+            # Wholly in a mirrored border: demix crops all of its output, so it is not run
+            # (the others keep the windows they have in demix's full grid).
+            continue
         tail = "reflect" if count > chunk // 2 else "constant"
         window = windows[offset > 0, offset + step < virtual]
         index = msst_index(start, count, chunk, tail, length)
@@ -204,13 +221,69 @@ def _mdx_plan(
     return chunks
 
 
-_PLANS = {"demucs": _demucs_plan, "msst": _msst_plan, "mdx": _mdx_plan}
+def _uvr_plan(
+    model: SeparationModel, length: int, delay: int, options: EngineOptions
+) -> list[Chunk]:
+    """Chunk grid of audio-separator's RoFormer ``demix`` over ``length`` samples delayed
+    by ``delay``."""
+    chunk = _segment(model, options)
+    if options.overlap is None:
+        step = max(1, chunk // max(1, model.num_overlap))
+    else:
+        step = max(1, round(chunk * (1 - options.overlap)))
+    virtual = length + delay
+    offsets = []
+    for offset in range(0, virtual, step):
+        if offset + chunk >= virtual:
+            tail = max(virtual - chunk, 0)
+            if not offsets or offsets[-1] != tail:
+                offsets.append(tail)
+            break
+        offsets.append(offset)
+    window = torch.hamming_window(chunk, periodic=False, dtype=torch.float64).float()
+    chunks = []
+    for offset in offsets:
+        size = min(chunk, virtual - offset)
+        start = offset - delay
+        chunks.append(Chunk(start, size, start, size, window[:size], start, head=True))
+    return chunks
+
+
+def _msst_demucs_plan(
+    model: SeparationModel, length: int, delay: int, options: EngineOptions
+) -> list[Chunk]:
+    """Chunk grid of MSST's ``demix`` for HTDemucs over ``length`` samples delayed by
+    ``delay``."""
+    chunk = _segment(model, options)
+    if options.overlap is None:
+        step = max(1, chunk // max(1, model.num_overlap))
+    else:
+        step = max(1, round(chunk * (1 - options.overlap)))
+    window = torch.ones(chunk)
+    virtual = length + delay
+    chunks = []
+    for offset in range(0, virtual, step):
+        start = offset - delay
+        size = min(chunk, virtual - offset)
+        chunks.append(Chunk(start, size, start, chunk, window, start, head=True))
+    return chunks
+
+
+_PLANS = {
+    "demucs": _demucs_plan,
+    "msst": _msst_plan,
+    "mdx": _mdx_plan,
+    "uvr": _uvr_plan,
+    "msst_demucs": _msst_demucs_plan,
+}
 """Planner of each of :data:`dsu.archs.base.FRAMINGS`."""
 
 
 def plan(model: SeparationModel, length: int, delay: int, options: EngineOptions) -> list[Chunk]:
-    """Chunk grid of one pass over a track of ``length`` samples delayed by ``delay``."""
-    planner = _PLANS.get(model.framing)
+    """Chunk grid of one pass over a track of ``length`` samples delayed by ``delay``, in
+    ``options.framing`` or else the model's own."""
+    framing = options.framing or model.framing
+    planner = _PLANS.get(framing)
     if planner is None:
-        raise ValueError(f"unknown framing {model.framing!r}; expected one of {FRAMINGS}")
+        raise ValueError(f"unknown framing {framing!r}; expected one of {FRAMINGS}")
     return planner(model, length, delay, options)

@@ -15,6 +15,8 @@ short).
   take a chunk longer than it was trained on).
 - ``overlap``: a fraction in ``[0, MAX_OVERLAP]``; with a model, each chunk must still
   advance at least ``MIN_STEP_SAMPLES``.
+- ``framing``: one of :data:`FRAMINGS`; with a model, one of the framings it can run
+  (``SeparationModel.framings``).
 
 The model-dependent rules need the loaded model: :func:`check_against`, which
 :meth:`dsu.api.Separator.separate` runs first.
@@ -30,6 +32,9 @@ from typing import Any
 from dsu.errors import BadRequest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+FRAMINGS = ("demucs", "msst", "mdx", "uvr", "msst_demucs")
+"""How the engine cuts a track into chunks and stitches them (:mod:`dsu.engine.framing`
+describes each; ``SeparationModel.framing`` is a model's own)."""
 DEFAULT_PRECISION = "fp32"
 
 MAX_SHIFTS = 20
@@ -72,6 +77,8 @@ class EngineOptions:
         segment: chunk length in seconds; None uses the model's.
         precision: ``fp32``, or ``fp16``/``bf16`` autocast (GPU).
         seed: seeds the shifts, so a run is repeatable.
+        framing: one of :data:`FRAMINGS` the model can run, e.g. ``uvr`` to cut an MSST
+            checkpoint's track as audio-separator does; None uses the model's own.
 
     Raises:
         BadRequest: a value of the wrong type, not finite, or out of its range.
@@ -84,6 +91,7 @@ class EngineOptions:
     segment: float | None = None
     precision: str = DEFAULT_PRECISION
     seed: int = 0
+    framing: str | None = None
 
     def __post_init__(self) -> None:
         # Normalised to plain int/float so that numpy scalars behave like Python numbers.
@@ -115,6 +123,8 @@ class EngineOptions:
             raise BadRequest(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
+        if self.framing is not None and self.framing not in FRAMINGS:
+            raise BadRequest(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
@@ -129,9 +139,15 @@ def check_against(options: EngineOptions, model: Any) -> None:
             can take (None: no limit).
 
     Raises:
-        BadRequest: the segment is too short or too long for the model, or the overlap
-            leaves chunks that hardly advance.
+        BadRequest: the segment is too short or too long for the model, the overlap
+            leaves chunks that hardly advance, or the model cannot run the framing.
     """
+    for member in getattr(model, "members", None) or [model]:
+        if options.framing is not None and options.framing not in member.framings:
+            raise BadRequest(
+                f"framing {options.framing!r} is not one this model runs; use "
+                f"{' or '.join(member.framings)}, or leave it out"
+            )
     if options.segment is None and options.overlap is None:
         return  # the model's own framing
     for member in getattr(model, "members", None) or [model]:

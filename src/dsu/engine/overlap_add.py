@@ -23,7 +23,7 @@ import torch
 
 from dsu.archs.base import Bag, SeparationModel
 from dsu.archs.normalization import StatsAccumulator, TrackStats
-from dsu.engine.device import precision_context
+from dsu.engine.device import configure_threads, precision_context
 from dsu.engine.framing import Chunk, msst_index, plan
 from dsu.engine.options import EngineOptions
 from dsu.errors import Cancelled, OutOfMemory
@@ -216,21 +216,55 @@ def separate_stream(
     progress: Progress | None = None,
     cancel: CancelCheck | None = None,
 ) -> None:
-    """Separate a stream of mixture blocks, pushing finished stem blocks to ``sink``.
+    """Separate a stream of mixture blocks, pushing finished stem blocks to ``sink``
+    (:func:`iter_separate`, whose arguments these are, with each block sent to ``sink``)."""
+    for stems_block, mix in iter_separate(
+        model,
+        blocks,
+        length,
+        stems=stems,
+        options=options,
+        stats=stats,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+    ):
+        sink(stems_block, mix)
+
+
+def iter_separate(
+    model: SeparationModel | Bag,
+    blocks: Iterable[np.ndarray],
+    length: int,
+    *,
+    stems: list[str] | None = None,
+    options: EngineOptions | None = None,
+    stats: TrackStats | None = None,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+    cancel: CancelCheck | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Separate a stream of mixture blocks, yielding finished stem blocks as they are ready.
+
+    Pulled, not pushed, so that several models can run over one input in lockstep and a
+    later model can read an earlier one's stem as its input (:mod:`dsu.pipeline.runner`).
 
     Args:
         model: a model or bag, already on ``device``.
         blocks: the mixture as ``[C, n]`` float32 blocks at ``model.samplerate``,
             ``C == model.channels``, ``length`` samples in all.
         length: total samples in the stream.
-        sink: called with ``(stems [S', C, n], mixture [C, n])`` for consecutive ranges
-            covering ``[0, length)`` exactly once, in order; ``S'`` follows ``stems``.
         stems: names of the stems wanted (default: all); bag members that weigh none of
             them are not run.
         stats: normalisation for models with ``normalize`` (required for those).
         progress: called with the fraction of chunks done.
         cancel: polled between forward passes; when it returns True, raises Cancelled.
+
+    Yields:
+        ``(stems [S', C, n], mixture [C, n])`` for consecutive ranges covering
+        ``[0, length)`` exactly once, in order; ``S'`` follows ``stems``.
     """
+    configure_threads()
     options = options or EngineOptions()
     bag = model if isinstance(model, Bag) else Bag([model])
     device = device or torch.device("cpu")
@@ -285,7 +319,7 @@ def separate_stream(
                 weights = torch.tensor([bag.weights[p.member][row] for row in rows])
                 out += p.take(final) * (weights / shifts_of[p.member])[:, None, None]
             out = out / torch.tensor(totals)[:, None, None]
-            sink(out * stats.std + stats.mean, mix)
+            yield out * stats.std + stats.mean, mix
             emitted = final
         buffer.drop_before(min([emitted] + [p.needs_input_from() for p in passes]))
 
