@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +19,17 @@ import torch
 
 from dsu import archs, audio
 from dsu.archs.base import Bag, SeparationModel
+from dsu.archs.normalization import StatsAccumulator
 from dsu.audio.encode import make_dirs, remove_empty_dirs
-from dsu.engine import EngineOptions, TrackStats, resolve_device, separate_stream
+from dsu.engine import EngineOptions, resolve_device, separate_stream
 from dsu.engine.allocator import keep_freed_memory, release_free_memory
 from dsu.engine.options import DEFAULT_PRECISION, check_against
 from dsu.engine.overlap_add import stats_accumulator
 from dsu.errors import BadAudio, BadRequest, Cancelled
+from dsu.pipeline.ensemble import DEFAULT_ALGORITHM
+from dsu.pipeline.preset import PreparedPipeline, pipeline_from, prepare
+from dsu.pipeline.runner import PipelineRunner, StepProgress
+from dsu.pipeline.spec import PipelineSpec, short_spec
 from dsu.progress import ProgressCallback
 from dsu.registry import Registry
 from dsu.registry.entry import ModelEntry
@@ -72,13 +77,26 @@ class Separator:
             ``~/.cache/dsu/models``.
         device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         precision: ``fp32``; ``fp16``/``bf16`` autocast on GPUs.
-        overlap, shifts, batch_size, segment, seed: see :class:`dsu.engine.EngineOptions`;
+        overlap, shifts, batch_size, segment, seed, framing: see
+            :class:`dsu.engine.EngineOptions`;
             the defaults of every call, which ``separate(options=)`` may replace.
         downmix: mix inputs of more than two channels down to stereo instead of refusing.
         model_options: family settings overriding the registry entry's ``options``, e.g.
             ``{"framing": "overlap_add"}`` for ``tdc_unet``.
         allow_checksum_mismatch: load weights whose sha256 differs from the registry's
             (a file changed on purpose); by default such a model is refused.
+        models, ensemble, weights: instead of ``model``, an ensemble: these models combined
+            per stem by ``ensemble`` (:data:`dsu.pipeline.ensemble.ALGORITHMS`, default
+            ``avg_wave``) with per-model ``weights``.
+        pipeline: instead of ``model``, a pipeline: a preset name, a spec object or a
+            :class:`~dsu.pipeline.spec.PipelineSpec` (:mod:`dsu.pipeline.spec`); its
+            outputs are the stems.
+        member_loader: how a pipeline gets each of its models, loaded (default: a
+            :class:`Separator` of its own); the worker and the service pass their cache's.
+
+    Raises:
+        BadRequest: ``model`` together with ``models``/``pipeline``, or a bad pipeline.
+        ModelNotFound: a model that is not installed (a pipeline names all of them).
     """
 
     def __init__(
@@ -93,12 +111,40 @@ class Separator:
         batch_size: int | None = None,
         segment: float | None = None,
         seed: int = 0,
+        framing: str | None = None,
         downmix: bool = False,
         model_options: dict[str, object] | None = None,
         allow_checksum_mismatch: bool = False,
+        models: Sequence[str] | None = None,
+        ensemble: str | None = None,
+        weights: Sequence[float] | None = None,
+        pipeline: str | Mapping[str, object] | PipelineSpec | None = None,
+        member_loader: Callable[[str], Separator] | None = None,
     ) -> None:
         self.registry = Registry.open(Path(models_dir) if models_dir is not None else None)
-        if isinstance(model, ModelEntry):
+        self.pipeline: PreparedPipeline | None = None
+        if models is not None or pipeline is not None:
+            if model is not None or (models is not None and pipeline is not None):
+                raise BadRequest("give one of model, models (an ensemble) or pipeline")
+            spec = (
+                pipeline_from(pipeline)
+                if pipeline is not None
+                else short_spec(list(models or ()), ensemble or DEFAULT_ALGORITHM, weights)
+            )
+            self.pipeline = prepare(spec, self.registry)
+            self._member_loader = member_loader or (
+                lambda name: Separator(
+                    name,
+                    models_dir=self.registry.root,
+                    device=device,
+                    model_options=model_options,
+                    allow_checksum_mismatch=allow_checksum_mismatch,
+                )
+            )
+        self.entry: ModelEntry | None = None
+        if self.pipeline is not None:
+            pass  # each model is resolved by member_loader when the pipeline loads
+        elif isinstance(model, ModelEntry):
             ensure_checksums(model, allow_mismatch=allow_checksum_mismatch)
             self.entry = model
         else:
@@ -113,14 +159,19 @@ class Separator:
             segment=segment,
             precision=precision,
             seed=seed,
+            framing=framing,
         )
         self.device = resolve_device(device)
         self.downmix = downmix
         self.model_options = dict(model_options or {})
         self._model: SeparationModel | Bag | None = None
+        self._runner: PipelineRunner | None = None
 
     @property
     def name(self) -> str:
+        if self.pipeline is not None:
+            return self.pipeline.spec.name
+        assert self.entry is not None
         return self.entry.name
 
     @property
@@ -133,11 +184,37 @@ class Separator:
 
     @property
     def stems(self) -> list[str]:
+        if self.pipeline is not None:
+            return self.pipeline.outputs
         return list(self.model.stems)
 
     @property
     def samplerate(self) -> int:
-        return self.model.samplerate
+        return self.runner.samplerate if self.pipeline else self.model.samplerate
+
+    @property
+    def channels(self) -> int:
+        return self.runner.channels if self.pipeline else self.model.channels
+
+    @property
+    def runner(self) -> PipelineRunner:
+        """The pipeline's models, loaded (loads them on first use)."""
+        if self._runner is None:
+            self.load()
+        assert self._runner is not None
+        return self._runner
+
+    def check_options(self, options: EngineOptions | None = None) -> None:
+        """The engine options against the model, or every model of the pipeline.
+
+        Raises:
+            BadRequest: see :func:`dsu.engine.options.check_against`.
+        """
+        options = options or self.options
+        if self.pipeline is not None:
+            self.runner.check(options)
+        else:
+            check_against(options, self.model)
 
     def load(self) -> None:
         """Load the weights onto the device now rather than on first separation.
@@ -145,13 +222,24 @@ class Separator:
         Also sets the process's C heap to reuse freed memory while separating
         (:mod:`dsu.engine.allocator`); separating and unloading hand it back after.
         """
-        if self._model is None:
+        if self.pipeline is not None:
+            if self._runner is None:
+                keep_freed_memory()
+                # Take each network as soon as its member loads: a one-model cache
+                # (the service's) evicts the previous member on the next load.
+                models = {
+                    name: self._member_loader(name).model for name in self.pipeline.spec.models
+                }
+                self._runner = PipelineRunner(self.pipeline, models, self.device)
+        elif self._model is None:
+            assert self.entry is not None
             keep_freed_memory()
             self._model = archs.load(self.entry, **self.model_options).to(self.device)
 
     def unload(self) -> None:
         """Release the weights (and the GPU memory they held)."""
         self._model = None
+        self._runner = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         release_free_memory()
@@ -164,7 +252,12 @@ class Separator:
         Raises:
             BadRequest: both are given, or a stem the model does not have.
         """
-        available = list(self.model.stems)
+        available = self.stems
+        if two_stems is not None and self.pipeline is not None:
+            raise BadRequest(
+                "two_stems is for one model; a pipeline writes the outputs it names "
+                f"({', '.join(available)})"
+            )
         if two_stems is not None:
             if stems:
                 raise BadRequest("give either stems or two_stems, not both")
@@ -173,8 +266,8 @@ class Separator:
         unknown = [s for s in wanted if s not in available]
         if unknown:
             raise BadRequest(
-                f"model {self.name!r} has no stem {', '.join(map(repr, unknown))}; "
-                f"its stems are {', '.join(available)}"
+                f"{'pipeline' if self.pipeline else 'model'} {self.name!r} has no stem "
+                f"{', '.join(map(repr, unknown))}; its stems are {', '.join(available)}"
             )
         return wanted, two_stems
 
@@ -193,6 +286,7 @@ class Separator:
         progress: ProgressCallback | None = None,
         cancel: CancelLike | None = None,
         options: EngineOptions | None = None,
+        step_progress: StepProgress | None = None,
     ) -> SeparationResult:
         """Separate a file or an array.
 
@@ -205,28 +299,37 @@ class Separator:
                 behind on error or cancel) instead of returning arrays.
             format, bit_depth, bitrate: the output encoding (``dsu.audio.OUTPUT_FORMATS``).
             output_samplerate: rate of the outputs; default the input's.
-            progress: ``(stage, fraction)``; stages ``reading`` then ``separating``.
+            progress: ``(stage, fraction)``; stages ``reading`` then ``separating`` (a
+                pipeline's fraction is its steps' mean; before it, ``measuring`` when a
+                step normalises an earlier step's stem).
             cancel: a callable or Event; when set the call raises :class:`Cancelled`.
             options: engine options for this call only (default: the separator's).
+            step_progress: a pipeline's ``(step, fraction of that step)``, as each step
+                advances (its steps run together, in lockstep).
         """
         started = time.perf_counter()
-        check_against(options or self.options, self.model)
+        options = options or self.options
+        self.check_options(options)
         source = (
             file_input(Path(audio_input))
             if isinstance(audio_input, str | Path)
             else array_input(audio_input, samplerate)
         )
         wanted, complement_of = self.check_stems(stems, two_stems)
-        model = self.model
         should_cancel = _cancel_check(cancel)
         out_rate = output_samplerate or source.samplerate
-        out_channels = 1 if source.channels == 1 else model.channels
+        out_channels = 1 if source.channels == 1 else self.channels
 
-        frames, length, stats = self._measure(source, progress, should_cancel)
+        accumulators = (
+            self.runner.mixture_accumulators()
+            if self.pipeline is not None
+            else {None: stats_accumulator(self.model)}
+        )
+        frames, length = self._measure(source, progress, should_cancel, accumulators)
         out_length = round(frames * out_rate / source.samplerate)
         names = wanted + ([f"no_{complement_of}"] if complement_of else [])
         sinks = {
-            name: StemSink(model.samplerate, model.channels, out_rate, out_channels, out_length)
+            name: StemSink(self.samplerate, self.channels, out_rate, out_channels, out_length)
             for name in names
         }
         writers: dict[str, audio.AudioWriter] = {}
@@ -252,18 +355,30 @@ class Separator:
                 if complement_of:
                     sinks[f"no_{complement_of}"].push(mix - block[wanted.index(complement_of)])
 
-            separate_stream(
-                model,
-                self._model_blocks(source),
-                length,
-                sink,
-                stems=wanted,
-                options=options or self.options,
-                stats=stats,
-                device=self.device,
-                progress=(lambda f: progress("separating", f)) if progress else None,
-                cancel=should_cancel,
-            )
+            if self.pipeline is not None:
+                self._run_pipeline(
+                    source,
+                    length,
+                    accumulators,
+                    sinks,
+                    options,
+                    progress,
+                    step_progress,
+                    should_cancel,
+                )
+            else:
+                separate_stream(
+                    self.model,
+                    self._model_blocks(source),
+                    length,
+                    sink,
+                    stems=wanted,
+                    options=options,
+                    stats=accumulators[None].stats() if self.model.normalize else None,
+                    device=self.device,
+                    progress=(lambda f: progress("separating", f)) if progress else None,
+                    cancel=should_cancel,
+                )
             results = {name: s.finish() for name, s in sinks.items()}
             files = {name: writer.commit() for name, writer in writers.items()}
         except BaseException:
@@ -281,16 +396,49 @@ class Separator:
             {k: v for k, v in results.items() if v is not None}, None, out_rate, elapsed
         )
 
+    def _run_pipeline(
+        self,
+        source: Input,
+        length: int,
+        accumulators: Mapping[object, StatsAccumulator],
+        sinks: dict[str, StemSink],
+        options: EngineOptions,
+        progress: ProgressCallback | None,
+        step_progress: StepProgress | None,
+        cancel: Callable[[], bool] | None,
+    ) -> None:
+        """Run the pipeline over ``source``, its outputs wanted in ``sinks``."""
+        runner = self.runner
+        fractions = dict.fromkeys((step.name for step in runner.spec.steps), 0.0)
+
+        def advanced(step: str, fraction: float) -> None:
+            fractions[step] = fraction
+            if step_progress is not None:
+                step_progress(step, fraction)
+            if progress is not None:
+                progress("separating", sum(fractions.values()) / len(fractions))
+
+        def measuring(step: str, fraction: float) -> None:
+            if progress is not None:
+                progress("measuring", fraction)
+
+        def push(name: str, block: np.ndarray) -> None:
+            if name in sinks:
+                sinks[name].push(torch.from_numpy(block))
+
+        blocks = lambda: self._model_blocks(source)  # noqa: E731 - one pass per call
+        stats = {key: acc.stats() for key, acc in accumulators.items()}
+        stats = runner.measure(blocks, length, stats, options, cancel, measuring)
+        runner.run(blocks, length, stats, push, options, cancel, advanced)
+
     def _model_blocks(
         self, source: Input, blocks: Iterator[np.ndarray] | None = None
     ) -> Iterator[np.ndarray]:
         """The input's blocks, with the model's channels and at the model's rate."""
-        model = self.model
-        resampler = audio.Resampler(source.samplerate, model.samplerate, model.channels)
+        rate, channels = self.samplerate, self.channels
+        resampler = audio.Resampler(source.samplerate, rate, channels)
         for block in blocks if blocks is not None else source.blocks():
-            block = audio.conform_channels(
-                block, model.channels, downmix=self.downmix, path=source.name
-            )
+            block = audio.conform_channels(block, channels, downmix=self.downmix, path=source.name)
             out = resampler.process(block)
             if out.shape[-1]:
                 yield out
@@ -303,11 +451,11 @@ class Separator:
         source: Input,
         progress: ProgressCallback | None,
         cancel: Callable[[], bool] | None,
-    ) -> tuple[int, int, TrackStats | None]:
-        """First pass: validate every sample; the input's length, and the length and
-        normalisation at the model's rate."""
-        accumulator = stats_accumulator(self.model)
-        frames = 0
+        accumulators: Mapping[object, StatsAccumulator],
+    ) -> tuple[int, int]:
+        """First pass: validate every sample, feed the models' normalisation
+        ``accumulators``; the input's length, and the length at the model's rate."""
+        frames = count = 0
 
         def counted() -> Iterator[np.ndarray]:
             nonlocal frames
@@ -318,10 +466,11 @@ class Separator:
         for block in self._model_blocks(source, counted()):
             if cancel is not None and cancel():
                 raise Cancelled("separation cancelled")
-            accumulator.add(block)
+            for accumulator in accumulators.values():
+                accumulator.add(block)
+            count += block.shape[-1]
             if progress is not None:
                 progress("reading", min(frames / max(source.frames, 1), 1.0))
-        if accumulator.count == 0:
+        if count == 0:
             raise BadAudio(source.name, "no audio samples (zero length)")
-        stats = accumulator.stats() if self.model.normalize else None
-        return frames, accumulator.count, stats
+        return frames, count

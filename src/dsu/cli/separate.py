@@ -14,11 +14,12 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dsu.audio.formats import DEFAULT_MP3_BITRATE, OUTPUT_FORMATS
 from dsu.cli.engine_args import add_engine_arguments, check_engine_args, separator_from_args
 from dsu.errors import BadRequest, DSUError
+from dsu.pipeline.ensemble import ALGORITHMS, DEFAULT_ALGORITHM
 
 if TYPE_CHECKING:
     from dsu.api import Separator
@@ -45,7 +46,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=NAMING,
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="audio files")
-    p.add_argument("-m", "--model", help="model name or alias (default: the registry's default)")
+    p.add_argument(
+        "-m",
+        "--model",
+        action="append",
+        help="model name or alias (default: the registry's default); several -m make an ensemble",
+    )
+    pipelines = p.add_argument_group("ensembles and chains")
+    pipelines.add_argument(
+        "--pipeline",
+        metavar="SPEC|PRESET",
+        help="run a pipeline: a .yaml/.json spec file or a preset (`dsu presets` lists them)",
+    )
+    pipelines.add_argument(
+        "--ensemble",
+        choices=ALGORITHMS,
+        help=f"how the -m models are combined per stem (default {DEFAULT_ALGORITHM})",
+    )
+    pipelines.add_argument(
+        "--weights", help="comma-separated weight per -m model, e.g. 2,1 (avg_wave, avg_fft)"
+    )
+    pipelines.add_argument(
+        "--then",
+        action="append",
+        metavar="MODEL[:STEM]",
+        help="then run MODEL on the previous step's STEM (default its first); repeatable; "
+        "the last step's stems are written",
+    )
     p.add_argument(
         "-o", "--out", type=Path, default=Path("separated"), help="output directory (./separated)"
     )
@@ -237,11 +264,48 @@ def _prepare_directory(directory: Path) -> list[Path]:
     return created
 
 
+def pipeline_args(args: argparse.Namespace) -> tuple[str | None, dict[str, Any] | None]:
+    """The model, or the Separator's pipeline keywords, that the flags ask for.
+
+    Raises:
+        BadRequest: flags that do not go together, or bad weights.
+    """
+    from dsu.pipeline.preset import pipeline_from
+    from dsu.pipeline.spec import short_spec
+
+    models = args.model or []
+    if args.pipeline is not None:
+        if models or args.ensemble or args.weights or args.then:
+            raise BadRequest("--pipeline names its own models; drop -m/--ensemble/--weights/--then")
+        return None, {"pipeline": pipeline_from(args.pipeline, files=True)}
+    if len(models) < 2 and not args.then:
+        if args.ensemble or args.weights:
+            raise BadRequest("--ensemble and --weights combine several models: give two -m or more")
+        return (models[0] if models else None), None
+    if not models:
+        raise BadRequest("--then needs a first model: give -m MODEL")
+    weights = None
+    if args.weights is not None:
+        try:
+            weights = [float(w) for w in args.weights.split(",")]
+        except ValueError:
+            raise BadRequest(
+                f"--weights must be numbers separated by commas, got {args.weights!r}"
+            ) from None
+    then = [
+        (model, stem or None)
+        for model, _, stem in (item.partition(":") for item in args.then or [])
+    ]
+    spec = short_spec(models, args.ensemble or DEFAULT_ALGORITHM, weights, then)
+    return None, {"pipeline": spec}
+
+
 def run(args: argparse.Namespace) -> int:
     from dsu.audio.encode import remove_empty_dirs
     from dsu.cli.progress import ProgressBar
 
-    separator = separator_from_args(args, args.model, downmix=args.downmix)
+    model, pipeline = pipeline_args(args)
+    separator = separator_from_args(args, model, downmix=args.downmix, pipeline=pipeline)
     check_engine_args(separator)
     stems = check_request(args, separator)
     print(f"model {separator.name} on {separator.device}", file=sys.stderr)

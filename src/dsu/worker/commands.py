@@ -30,6 +30,7 @@ from dsu.worker.settings import WorkerSettings
 
 if TYPE_CHECKING:
     from dsu.engine.options import EngineOptions
+    from dsu.pipeline.preset import PreparedPipeline
     from dsu.registry.entry import ModelEntry
 
 Send = Callable[[dict[str, Any]], bool]
@@ -203,20 +204,31 @@ class Commands:
         }
         # Checked before any model loads: a bad number costs the client no load.
         engine = self._engine_options(request)
+        pipeline = self._pipeline(request)
+        step: dict[str, str] = {}
 
         def event(stage: str, fraction: float) -> None:
-            self._send(request.reply(protocol.PROGRESS, stage=stage, progress=round(fraction, 4)))
+            extra = {"step": step["name"]} if step and stage == "separating" else {}
+            self._send(
+                request.reply(protocol.PROGRESS, stage=stage, progress=round(fraction, 4), **extra)
+            )
 
         progress = ProgressThrottle(event, self.settings.progress_interval)
         if cancel.is_set():
             raise Cancelled("cancelled before it started")
-        item, cached = self._acquire(
-            request.text("model") or self.current,
-            on_load=lambda: progress("loading_model", 0.0),
-        )
+        if pipeline is not None:
+            separator, cached = self._pipeline_separator(pipeline, progress)
+            name = separator.name
+            options["step_progress"] = lambda name, _fraction: step.update(name=name)
+        else:
+            item, cached = self._acquire(
+                request.text("model") or self.current,
+                on_load=lambda: progress("loading_model", 0.0),
+            )
+            separator, name = item.separator, item.key.name
         if cancel.is_set():
             raise Cancelled("cancelled while the model was loading")
-        result = item.separator.separate(
+        result = separator.separate(
             source, output_dir=out_dir, progress=progress, cancel=cancel, options=engine, **options
         )
         files: dict[str, Path] = dict(result.files or {})
@@ -226,13 +238,75 @@ class Commands:
             protocol.DONE,
             elapsed=round(result.elapsed, 4),
             total_elapsed=round(time.perf_counter() - started, 4),
-            model=item.key.name,
+            model=name,
             model_from_cache=cached,
+            **(
+                {"pipeline": pipeline.spec.name, "models": pipeline.spec.models} if pipeline else {}
+            ),
             output_dir=str(out_dir),
             files=[path.name for path in files.values()],
             stems={stem: str(path) for stem, path in files.items()},
             clipped=result.clipped,
         )
+
+    # pipelines
+
+    def _pipeline(self, request: Request) -> PreparedPipeline | None:
+        """The request's ``pipeline`` (a preset name or a spec object) or ``models`` +
+        ``ensemble`` + ``weights``, checked against the models directory; None for one model.
+
+        Raises:
+            BadRequest: fields that do not go together, or a malformed pipeline.
+            ModelNotFound: models not installed (all named).
+        """
+        from dsu.pipeline.ensemble import DEFAULT_ALGORITHM
+        from dsu.pipeline.preset import pipeline_from, prepare
+        from dsu.pipeline.spec import short_spec
+
+        raw, models = request.fields.get("pipeline"), request.text_list("models")
+        if raw is None and models is None:
+            return None
+        if request.text("model") is not None or (raw is not None and models is not None):
+            raise BadRequest("give one of 'model', 'models' (an ensemble) or 'pipeline'")
+        if raw is not None:
+            if not isinstance(raw, str | dict):
+                raise BadRequest("field 'pipeline' must be a preset name or a pipeline object")
+            spec = pipeline_from(raw)
+        else:
+            weights = request.fields.get("weights")
+            if weights is not None and not isinstance(weights, list):
+                raise BadRequest("field 'weights' must be a list of numbers, one per model")
+            algorithm = request.text("ensemble") or DEFAULT_ALGORITHM
+            spec = short_spec(models or [], algorithm, weights)
+        prepared = prepare(spec, self._registry())
+        for entry in prepared.entries.values():
+            self._accept(entry)
+        return prepared
+
+    def _pipeline_separator(
+        self, pipeline: PreparedPipeline, progress: Callable[[str, float], None]
+    ) -> tuple[Any, bool]:
+        """A Separator running ``pipeline`` on the cache's warm models (a model evicted
+        while a later one loads stays alive for this request, held by the pipeline);
+        whether every model was warm."""
+        from dsu.api import Separator
+
+        warm = []
+
+        def member(name: str) -> Any:
+            item, cached = self._acquire(name, on_load=lambda: progress("loading_model", 0.0))
+            warm.append(cached)
+            return item.separator
+
+        separator = Separator(
+            pipeline=pipeline.spec,
+            models_dir=self.settings.models_dir,
+            device=self.settings.device,
+            precision=self.settings.precision,
+            member_loader=member,
+        )
+        separator.load()
+        return separator, all(warm)
 
     # request fields
 
@@ -253,6 +327,7 @@ class Commands:
             "shifts": request.integer("shifts"),
             "batch_size": request.integer("batch_size"),
             "segment": request.number("segment"),
+            "framing": request.text("framing"),
         }
         given = {name: value for name, value in values.items() if value is not None}
         return EngineOptions(precision=self.settings.precision, **given)

@@ -10,7 +10,10 @@ Where the seed and DESIGN's table differ, the seed's exact reply wins, so seed c
 unchanged: ``load_model`` answers ``model_loaded``, ``exit`` answers ``exiting``, and the
 seed's ``get_status`` is accepted beside ``status``.
 
-``separate`` takes ``input``, ``output`` and optionally ``model``, ``stems``,
+``separate`` takes ``input``, ``output`` and optionally ``model`` — or, instead, ``pipeline``
+(a preset name or a spec object, :mod:`dsu.pipeline.spec`) or ``models`` with
+``ensemble`` and ``weights``; a pipeline's ``separating`` progress events carry the
+``step`` that advanced and its ``done`` reply ``pipeline`` and ``models`` — ``stems``,
 ``two_stems``, ``format``, ``bit_depth``, ``bitrate``, the engine options ``overlap``,
 ``shifts``, ``batch_size`` and ``segment`` (for that request only; their ranges are
 :mod:`dsu.engine.options`', and a value out of range is ``bad_request``), and ``device``:
