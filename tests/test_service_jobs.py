@@ -19,9 +19,6 @@ from dsu.service.jobs import (
     FAILED,
     QUEUED,
     RUNNING,
-    Job,
-    JobConflict,
-    JobSpec,
     QueueFull,
     WebhookState,
     new_key,
@@ -37,11 +34,8 @@ from dsu.service.webhooks import (
     load_or_create_secret,
     new_webhook,
 )
+from store_contract import check_create_is_idempotent, job
 from test_service_support import SECRET, LocalHTTP
-
-
-def job(job_id: str, **spec: str) -> Job:
-    return Job(id=job_id, key=new_key(), kind="async", spec=JobSpec(model="center", **spec))
 
 
 @pytest.fixture()
@@ -52,11 +46,7 @@ def store(tmp_path: Path) -> Iterator[SqliteJobStore]:
 
 
 def test_create_is_idempotent_and_detects_conflicts(store: SqliteJobStore) -> None:
-    first, created = store.create(job("a", audio_url="http://x/1"), max_active=10)
-    again, created_again = store.create(job("a", audio_url="http://x/1"), max_active=10)
-    assert created and not created_again and again.key == first.key
-    with pytest.raises(JobConflict):
-        store.create(job("a", audio_url="http://x/2"), max_active=10)
+    check_create_is_idempotent(store, max_active=10)
 
 
 def test_queue_capacity_counts_queued_and_running(store: SqliteJobStore) -> None:

@@ -24,6 +24,8 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+# The queue backend every Server runs on: `pytest --service-queue celery` (conftest.py).
+QUEUE = "local"
 
 
 def free_port() -> int:
@@ -38,12 +40,23 @@ def read_wav(data: bytes) -> tuple[np.ndarray, int]:
 
 
 class Server:
-    """``python -m dsu serve`` as a real subprocess on 127.0.0.1 with its own data dir."""
+    """``python -m dsu serve`` as a real subprocess on 127.0.0.1 with its own data dir.
+
+    On the ``celery`` queue (``queue``, default :data:`QUEUE`) the server is the API plus
+    a ``dsu celery-worker``, on a ``redis-server`` of its own in the data dir: killing it
+    kills the API and the worker (a machine lost), and Redis outlives them; a Server
+    started again on the same data dir and env finds Redis and its jobs where they were.
+    """
 
     def __init__(
-        self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        queue: str | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.queue = queue or QUEUE
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -55,6 +68,22 @@ class Server:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
+        self.redis: Any = None
+        self.worker: Any = None
+
+    def _start_celery(self) -> None:
+        """Redis (unless it runs already) and one worker, sharing the API's env and data."""
+        from redis_support import CeleryWorker, RedisServer
+
+        url = self.env.get("DSU_REDIS_URL")
+        port = int(url.rsplit(":", 1)[1].split("/")[0]) if url else None
+        self.redis = RedisServer(self.data_dir / "redis", port)
+        if not self.redis.answers():
+            self.redis.start()
+        self.env.update({"DSU_QUEUE": "celery", "DSU_REDIS_URL": self.redis.url})
+        self.worker = CeleryWorker(
+            "w1", self.data_dir / "data", self.env, self.data_dir / "worker.log"
+        ).start()
 
     def start(
         self,
@@ -63,6 +92,8 @@ class Server:
     ) -> Server:
         """Start it and wait until ``/health`` answers as ``ready`` says (default: 200)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.queue == "celery":
+            self._start_celery()
         log = open(self.log, "ab")  # noqa: SIM115 - the child writes it until it exits
         self.proc = subprocess.Popen(
             [
@@ -98,10 +129,12 @@ class Server:
         raise RuntimeError(f"server did not start:\n{self.log.read_text()[-4000:]}")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
+        """SIGKILL: no shutdown code runs (the API's, and on celery its worker's)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        if self.worker is not None:
+            self.worker.kill()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -111,6 +144,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.worker is not None:
+            self.worker.stop()
+        if self.redis is not None:
+            self.redis.stop()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

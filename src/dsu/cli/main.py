@@ -26,8 +26,10 @@ SUBCOMMANDS = {
     "models": "dsu.cli.models",
     "worker": "dsu.cli.worker",
     "serve": "dsu.cli.serve",
+    "celery-worker": "dsu.cli.celery_worker",
     "eval": "dsu.cli.eval",
     "restore": "dsu.cli.restore",
+    "presets": "dsu.cli.presets",
 }
 
 # The signals that end a run; SIGHUP does not exist on Windows.
@@ -36,8 +38,9 @@ END_SIGNALS: tuple[signal.Signals, ...] = tuple(
 )
 
 # Subcommands that shut down their own way on a signal (the worker finishes its protocol
-# exchange, the service drains through uvicorn) rather than by an exception in the middle.
-_OWN_SHUTDOWN = frozenset({"worker", "serve"})
+# exchange, the service drains through uvicorn, a Celery worker through its warm
+# shutdown) rather than by an exception in the middle.
+_OWN_SHUTDOWN = frozenset({"worker", "serve", "celery-worker"})
 
 
 class Interrupted(KeyboardInterrupt):

@@ -17,11 +17,11 @@ import dataclasses
 import importlib.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from dsu.errors import DSUError
-from dsu.service.settings import Settings
+from dsu.service.settings import QUEUES, Settings
 
 # Import names of the packages of the `service` extra (pyproject.toml).
 SERVICE_MODULES = (
@@ -45,7 +45,8 @@ DESCRIPTION = """\
 Serve the separation HTTP API: POST /separate-sync (base64 JSON or upload),
 POST /separate-async (audio_url + webhook_url), GET/DELETE /jobs/{id}, GET /models,
 GET /health, GET /metrics, OpenAPI at /docs. One separation at a time; the rest wait in a
-durable SQLite queue in the data dir. Every DSU_* variable is listed in docs/deployment.md."""
+durable SQLite queue in the data dir, or, with --queue celery, in Redis for any number of
+`dsu celery-worker` processes. Every DSU_* variable is listed in docs/deployment.md."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,7 +87,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fp32, fp16 (GPU) or bf16 (env DSU_PRECISION, default fp32)",
     )
     parser.add_argument(
-        "--queue", default=None, choices=("local",), help="queue backend (env DSU_QUEUE)"
+        "--queue",
+        default=None,
+        choices=QUEUES,
+        help="queue backend: local (SQLite, in-process worker; the default) or celery "
+        "(Redis at DSU_REDIS_URL, `dsu celery-worker` processes) (env DSU_QUEUE)",
     )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
@@ -95,22 +100,45 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The environment's settings with the given flags applied."""
-    settings = Settings.from_env()
-    overrides = {
-        "host": args.host,
-        "port": args.port,
-        "default_model": args.model,
-        "models_dir": args.models_dir,
-        "data_dir": args.data_dir,
-        "device": args.device,
-        "precision": args.precision,
-        "queue": args.queue,
-    }
+    return env_settings(
+        {
+            "host": args.host,
+            "port": args.port,
+            "default_model": args.model,
+            "models_dir": args.models_dir,
+            "data_dir": args.data_dir,
+            "device": args.device,
+            "precision": args.precision,
+            "queue": args.queue,
+        }
+    )
+
+
+def env_settings(overrides: Mapping[str, object]) -> Settings:
+    """The environment's settings with the ``overrides`` that are not None, validated.
+
+    Raises:
+        SettingsError: a value is out of range.
+    """
     settings = dataclasses.replace(
-        settings, **{k: v for k, v in overrides.items() if v is not None}
+        Settings.from_env(), **{k: v for k, v in overrides.items() if v is not None}
     )
     settings.validate()
     return settings
+
+
+def configure_logging(level: str) -> None:
+    """Log records of ``level`` and above to stderr, with time and logger name."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def missing_modules(names: Iterable[str]) -> list[str]:
+    """The import names among ``names`` that cannot be imported here."""
+    return [name for name in names if not _installed(name)]
 
 
 def _installed(name: str) -> bool:
@@ -122,7 +150,7 @@ def _installed(name: str) -> bool:
 
 def check_service_installed() -> None:
     """Raise ServiceNotInstalled, naming what is missing, unless the service can import."""
-    missing = [name for name in SERVICE_MODULES if not _installed(name)]
+    missing = missing_modules(SERVICE_MODULES)
     if missing:
         raise ServiceNotInstalled(
             f"dsu serve needs the service extra, and {', '.join(missing)} "
@@ -139,20 +167,24 @@ def run(args: argparse.Namespace) -> int:
     from dsu.service.app import create_app
     from dsu.service.datadir import claim_data_dir
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Held until the process exits: uvicorn runs the app in this process.
-    lock = claim_data_dir(settings.data_dir)
+    configure_logging(args.log_level)
+    if settings.queue == "celery":
+        from dsu.cli.celery_worker import check_celery_installed
+
+        check_celery_installed()
+        from dsu.service.redis_store import RedisJobStore
+
+        RedisJobStore(settings.redis_url, retry_seconds=2.0).ping()
+    # Held until the process exits: uvicorn runs the app in this process. The celery
+    # backend shares the data dir with its workers (and other API processes).
+    lock = claim_data_dir(settings.data_dir, exclusive=settings.queue == "local")
     app = create_app(settings, data_lock=lock)
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
-        # The in-process worker owns the data dir: exactly one server process per dir.
+        # The local backend's in-process worker owns the data dir: one process per dir.
         workers=1,
         proxy_headers=True,
         timeout_graceful_shutdown=15,

@@ -8,8 +8,8 @@ parse, validate and talk to the queue; separation runs in the worker thread, and
 blocking step of a request (DNS, base64, probing, file copies, SQLite) runs in a thread
 so the event loop keeps answering.
 
-Open without an API key, on purpose: ``/``, ``/health``, ``/openapi.json`` and ``/docs``
-(:class:`dsu.service.middleware.ApiKeys`).
+Open without an API key, on purpose: ``/``, ``/health``, ``/openapi.json``, ``/docs`` and
+the web page ``/ui`` with its files (:class:`dsu.service.middleware.ApiKeys`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dsu.service.messages import PublicText
 from dsu.service.metrics import ServiceMetrics
 from dsu.service.middleware import ApiKeys, BodyLimit, MetricsMiddleware
 from dsu.service.models import ModelCatalog
-from dsu.service.queue import LocalQueue
-from dsu.service.routes import info, jobs, separate
+from dsu.service.queue import open_queue
+from dsu.service.routes import info, jobs, page, separate
 from dsu.service.settings import Settings
 
 log = logging.getLogger("dsu.service")
@@ -65,7 +65,7 @@ def create_app(
         # torch is imported here, before the port opens, so /health never waits on it.
         await asyncio.to_thread(__import__, "torch")
         text.add_place(await asyncio.to_thread(lambda: catalog.root), "the server's models")
-        queue = await asyncio.to_thread(LocalQueue, settings, metrics, data_lock, text)
+        queue = await asyncio.to_thread(open_queue, settings, metrics, data_lock, text)
         warm: str | None = None
         warm_error: str | None = None
         try:
@@ -95,6 +95,6 @@ def create_app(
     app.add_middleware(ApiKeys, keys=settings.api_keys)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app, metrics)
-    for module in (info, separate, jobs):
+    for module in (info, separate, jobs, page):
         app.include_router(module.router)
     return app

@@ -47,8 +47,11 @@ class DataDirLock:
             self._handle = None
 
 
-def claim_data_dir(data_dir: Path) -> DataDirLock:
+def claim_data_dir(data_dir: Path, exclusive: bool = True) -> DataDirLock:
     """Create ``data_dir`` if needed, check that it is writable, and lock it.
+
+    ``exclusive`` False checks without locking: the ``celery`` backend's data dir is
+    shared by its API processes and workers.
 
     Raises:
         DataDirError: it cannot be created or written (read-only, no permission).
@@ -67,6 +70,8 @@ def claim_data_dir(data_dir: Path) -> DataDirLock:
             f"cannot write {where} {data_dir}: {reason}; point it at a directory this "
             "user can write"
         ) from None
+    if not exclusive:
+        return DataDirLock(data_dir, handle)
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; one server per data dir by convention

@@ -20,6 +20,9 @@ from dsu.errors import BadRequest
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Queue backends: the embedded SQLite queue, or Celery workers with a Redis job store.
+QUEUES = ("local", "celery")
+
 
 class SettingsError(BadRequest):
     """An environment variable or flag has a value the service cannot use."""
@@ -75,7 +78,15 @@ class Settings:
             separated CIDRs), e.g. a webhook receiver on the operator's own network.
         public_url: base of the result links in responses and webhooks
             (``DSU_PUBLIC_URL``; unset = the base URL the client used).
-        queue: queue backend, ``local`` (SQLite + in-process worker) (``DSU_QUEUE``).
+        queue: queue backend (``DSU_QUEUE``, one of :data:`QUEUES`): ``local`` (SQLite +
+            in-process worker) or ``celery`` (Redis job store, ``dsu celery-worker``
+            processes, the data dir shared by the API and every worker).
+        redis_url: the Redis of the ``celery`` backend: job store and broker
+            (``DSU_REDIS_URL``).
+        worker_name: this Celery worker's name in ``/health`` (``DSU_WORKER_NAME``; None =
+            ``host:pid``). Names must be unique among running workers.
+        worker_heartbeat: seconds between a Celery worker's heartbeats
+            (``DSU_WORKER_HEARTBEAT``); a worker silent for three of them is gone.
     """
 
     host: str = "0.0.0.0"
@@ -105,6 +116,9 @@ class Settings:
     url_allowlist: tuple[IPNetwork, ...] = ()
     public_url: str | None = None
     queue: str = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    worker_name: str | None = None
+    worker_heartbeat: float = 5.0
 
     @property
     def max_body_bytes(self) -> int:
@@ -147,15 +161,20 @@ class Settings:
             url_allowlist=r.networks("DSU_URL_ALLOWLIST"),
             public_url=r.text("DSU_PUBLIC_URL", None),
             queue=r.text("DSU_QUEUE", default.queue) or default.queue,
+            redis_url=r.text("DSU_REDIS_URL", default.redis_url) or default.redis_url,
+            worker_name=r.text("DSU_WORKER_NAME", None),
+            worker_heartbeat=r.number("DSU_WORKER_HEARTBEAT", default.worker_heartbeat),
         )
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Raise SettingsError for values that cannot work together."""
-        if self.queue != "local":
+        if self.queue not in QUEUES:
+            raise SettingsError(f"DSU_QUEUE={self.queue!r} is not a queue: use one of {QUEUES}")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError(
-                f"DSU_QUEUE={self.queue!r} is not available in this build; use 'local'"
+                f"DSU_REDIS_URL={self.redis_url!r} is not a Redis URL (redis://host:port/db)"
             )
         # Imported here: the engine package loads torch, which settings must not need.
         from dsu.engine.options import PRECISIONS
@@ -167,7 +186,13 @@ class Settings:
             )
         if self.max_upload_bytes <= 0:
             raise SettingsError("DSU_MAX_UPLOAD_MB must be positive")
-        for name in ("separation_timeout", "max_duration", "lease_seconds", "fetch_timeout"):
+        for name in (
+            "separation_timeout",
+            "max_duration",
+            "lease_seconds",
+            "fetch_timeout",
+            "worker_heartbeat",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         if self.retention_hours <= 0:
