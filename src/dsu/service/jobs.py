@@ -47,7 +47,9 @@ class JobSpec:
 
     ``audio_url`` is None when the input was uploaded (its bytes are in storage under the
     job's key). ``bitrate`` (mp3, kbps) None is the encoder's default for the audio's rate.
-    ``base_url`` is where result links point.
+    ``base_url`` is where result links point. ``pipeline``: an ensemble or chain, its
+    checked spec as a JSON object (:func:`dsu.service.pipelines.spec_document`); ``model``
+    is then the pipeline's name.
     """
 
     model: str
@@ -58,6 +60,7 @@ class JobSpec:
     webhook_url: str | None = None
     input_name: str | None = None
     base_url: str = ""
+    pipeline: dict[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """The parameters that identify the request (not where its links point)."""

@@ -80,13 +80,16 @@ class ApiKeys:
     """Require ``Authorization: Bearer <key>`` on every path but the open ones.
 
     Checked before the app runs, so an unauthenticated client cannot make the server read
-    or parse a request body. Open on purpose: ``/`` and ``/health`` (load balancers), and
+    or parse a request body. Open on purpose: ``/`` and ``/health`` (load balancers), the
+    web page ``/ui`` and its files (it asks for the key, then sends it to the API), and
     the API's description, ``/openapi.json`` and ``/docs`` (the browser page cannot send a
     key when it fetches the schema; the schema holds no secrets and says which operations
     need a key).
     """
 
-    OPEN = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+    OPEN = frozenset({"/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/ui"})
+    # The web page's assets (dsu.service.routes.page): static files, no data.
+    OPEN_PREFIXES = ("/ui/",)
 
     def __init__(self, app: ASGIApp, keys: tuple[str, ...]) -> None:
         self.app = app
@@ -104,6 +107,7 @@ class ApiKeys:
             scope["type"] == "http"
             and self.keys
             and scope["path"] not in self.OPEN
+            and not scope["path"].startswith(self.OPEN_PREFIXES)
             and not self.allowed(dict(scope["headers"]).get(b"authorization"))
         ):
             response = error_response(

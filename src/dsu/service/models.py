@@ -43,22 +43,23 @@ class ModelCatalog:
         self.models_dir = models_dir
         self.configured_default = default
 
-    def _registry(self) -> Registry:
+    def registry(self) -> Registry:
+        """The models directory as it is now (re-read on each call)."""
         return Registry.open(self.models_dir)
 
     @property
     def root(self) -> Path:
         """The models directory (the registry's default when none was given)."""
-        return self._registry().root
+        return self.registry().root
 
     def models(self) -> list[ModelInfo]:
         """Every model whose files are present, and the built-ins."""
-        registry = self._registry()
+        registry = self.registry()
         return [_info(entry) for entry in registry.entries() if not registry.missing_files(entry)]
 
     def default(self) -> str:
         """The name used when a request gives none."""
-        return self.configured_default or self._registry().default or FALLBACK_MODEL
+        return self.configured_default or self.registry().default or FALLBACK_MODEL
 
     def resolve(self, name: str | None) -> ModelInfo:
         """The model ``name`` (None: the default) names, by its canonical name.
@@ -66,7 +67,7 @@ class ModelCatalog:
         Raises:
             ModelNotFound: no such model here, or its files are not all present.
         """
-        registry = self._registry()
+        registry = self.registry()
         wanted = name or self.default()
         try:
             return _info(registry.resolve(wanted))

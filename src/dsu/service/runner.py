@@ -2,8 +2,9 @@
 
 It claims jobs from the store, renews their lease from a heartbeat thread while they
 run, fetches ``audio_url`` inputs, checks the audio, separates with
-:class:`dsu.Separator` (at ``DSU_PRECISION``) and records the outcome with the job's
-webhook. The event loop never waits on any of it. Before the first job it loads the
+:class:`dsu.Separator` (at ``DSU_PRECISION``; an ensemble or chain on the warm models,
+its progress recorded per step as ``separating:<step>``) and records the outcome with
+the job's webhook. The event loop never waits on any of it. Before the first job it loads the
 default model, and says how that went (:attr:`Runner.default_state`) for ``/health``.
 """
 
@@ -25,9 +26,10 @@ from dsu.errors import BadAudio, Cancelled, DSUError
 from dsu.progress import ProgressThrottle
 from dsu.service.checks import check_duration, check_encoding
 from dsu.service.fetch import Fetcher
-from dsu.service.jobs import COMPLETED, FAILED, Job, JobStore
+from dsu.service.jobs import COMPLETED, FAILED, Job, JobSpec, JobStore
 from dsu.service.messages import PublicText
 from dsu.service.metrics import ServiceMetrics
+from dsu.service.pipelines import SEPARATING
 from dsu.service.schemas import webhook_payload
 from dsu.service.settings import Settings
 from dsu.service.storage import ResultStorage, input_extension
@@ -281,13 +283,18 @@ class Runner:
         if cancel():
             raise Cancelled("cancelled before separation")
         self.store.set_progress(job.id, self.owner, "loading model", 0.0)
-        separator = self.models.get(spec.model)
+        separator = self._separator(spec)
         self.storage.remove_outputs(job.key)
-        # A new stage is recorded at once; fractions at most twice a second.
-        progress = ProgressThrottle(
-            lambda stage, fraction: self.store.set_progress(job.id, self.owner, stage, fraction),
-            0.5,
-        )
+        step: dict[str, str] = {}
+
+        def record(stage: str, fraction: float) -> None:
+            if stage == SEPARATING and step:
+                stage = f"{SEPARATING}:{step['name']}"
+            self.store.set_progress(job.id, self.owner, stage, fraction)
+
+        # A new stage is recorded at once; fractions (and a pipeline's step, which changes
+        # with every chunk as its steps run in lockstep) at most twice a second.
+        progress = ProgressThrottle(record, 0.5)
 
         result = separator.separate(
             source,
@@ -298,6 +305,9 @@ class Runner:
             progress=progress,
             cancel=cancel,
             options=dataclasses.replace(separator.options, precision=self.settings.precision),
+            step_progress=(lambda name, _fraction: step.update(name=name))
+            if spec.pipeline
+            else None,
         )
         files = result.files or {}
         return {
@@ -310,6 +320,23 @@ class Runner:
             "samplerate": result.samplerate,
             "separation_seconds": round(result.elapsed, 3),
         }
+
+    def _separator(self, spec: JobSpec) -> Separator:
+        """The job's model, warm; or its pipeline, each model taken from the warm cache
+        (a model evicted while a later one loads stays alive for this job, held by the
+        pipeline)."""
+        if spec.pipeline is None:
+            return self.models.get(spec.model)
+        from dsu.api import Separator
+
+        separator = Separator(
+            pipeline=spec.pipeline,
+            models_dir=self.settings.models_dir,
+            device=self.settings.device,
+            member_loader=self.models.get,
+        )
+        separator.load()
+        return separator
 
     def _cancelled(self, job: Job, cancel: _Cancel) -> None:
         if cancel.reason == "timeout":

@@ -12,15 +12,19 @@ import base64
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from dsu.audio.formats import DEFAULT_MP3_BITRATE, OUTPUT_FORMATS
+from dsu.pipeline.ensemble import ALGORITHMS, DEFAULT_ALGORITHM
+from dsu.pipeline.spec import MAX_MODELS
 from dsu.service.checks import MP3_BITRATES
 from dsu.service.jobs import COMPLETED, FAILED, QUEUED, Job
+from dsu.service.pipelines import SEPARATING, step_names
 
 OutputFormat = Literal[OUTPUT_FORMATS]  # type: ignore[valid-type]
+Algorithm = Literal[ALGORITHMS]  # type: ignore[valid-type]
 DEFAULT_FORMAT = "mp3"  # the seed's
 MIME_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg"}
 assert set(MIME_TYPES) == set(OUTPUT_FORMATS), "a mime type for every output format"
@@ -31,6 +35,14 @@ BITRATE_DOC = (
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
 STEM_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ModelName = Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]
+PIPELINE_DOC = (
+    "instead of model: a preset name (GET /models lists them) or a pipeline spec (an object "
+    "of steps and outputs; in a multipart form, its JSON text)"
+)
+MODELS_DOC = f"instead of model: an ensemble of up to {MAX_MODELS} models combined per stem"
+ENSEMBLE_DOC = f"how models are combined; default {DEFAULT_ALGORITHM}"
+WEIGHTS_DOC = "one weight per model of models (avg_wave and avg_fft only)"
 
 
 def seed_field(stem: str) -> str:
@@ -72,6 +84,12 @@ class SyncRequest(BaseModel):
     two_stems: str | None = Field(
         None, pattern=STEM_PATTERN, description="return this stem and its complement only"
     )
+    pipeline: str | dict[str, Any] | None = Field(None, description=PIPELINE_DOC)
+    models: list[ModelName] | None = Field(
+        None, min_length=1, max_length=MAX_MODELS, description=MODELS_DOC
+    )
+    ensemble: Algorithm | None = Field(None, description=ENSEMBLE_DOC)
+    weights: list[float] | None = Field(None, max_length=MAX_MODELS, description=WEIGHTS_DOC)
 
 
 class StemFile(BaseModel):
@@ -82,7 +100,10 @@ class StemFile(BaseModel):
 
 class Progress(BaseModel):
     stage: str | None
-    fraction: float | None
+    fraction: float | None = Field(description="of the stage; a pipeline's: its steps' mean")
+    step: int | None = Field(None, description="a pipeline's step that reported last, from 1")
+    steps: int | None = Field(None, description="how many steps the pipeline has")
+    step_name: str | None = Field(None, description="the name of that step")
 
 
 class JobResult(BaseModel):
@@ -111,7 +132,9 @@ class JobView(BaseModel):
     job_id: str
     status: str = Field(description="queued, running, completed or failed")
     kind: str
-    model: str
+    model: str = Field(description="the model, or the pipeline's name")
+    pipeline: str | None = Field(None, description="the pipeline's name, for an ensemble or chain")
+    models: list[str] | None = Field(None, description="the models the pipeline runs")
     output_format: str
     audio_url: str | None = None
     created_at: str | None
@@ -182,6 +205,23 @@ class Health(BaseModel):
     model_error: str | None = Field(None, description="why the default model did not load")
     queue_depth: int
     version: str
+    workers: list[WorkerView] = Field(
+        default_factory=list,
+        description="the Celery workers with a current heartbeat (none for the local queue)",
+    )
+
+
+class WorkerView(BaseModel):
+    """A ``dsu celery-worker`` as its last heartbeat described it."""
+
+    name: str
+    device: str
+    state: str = Field(description="its default model: loading, ready or failed")
+    models: list[str] = Field(description="the models it holds loaded, most recent first")
+    busy: str | None = Field(None, description="the job it runs, if any")
+    completed: int
+    failed: int
+    last_seen: str | None
 
 
 class ModelView(BaseModel):
@@ -193,9 +233,21 @@ class ModelView(BaseModel):
     license: str | None = None
 
 
+class PresetView(BaseModel):
+    """A preset pipeline; send its name as ``pipeline``."""
+
+    name: str
+    description: str = ""
+    models: list[str]
+    stems: list[str] = Field(description="the stems it writes")
+    installed: bool = Field(description="whether every model it needs is on this server")
+    missing: list[str] = Field(description="the models it needs that this server lacks")
+
+
 class ModelList(BaseModel):
     default: str
     models: list[ModelView]
+    presets: list[PresetView] = []
 
 
 class DeleteResponse(BaseModel):
@@ -231,6 +283,24 @@ def job_result(job: Job) -> JobResult | None:
     )
 
 
+def job_progress(job: Job) -> Progress | None:
+    """The job's stage; a pipeline's ``separating:<step>`` as the stage and its step."""
+    if job.stage is None:
+        return None
+    stage, _, step = job.stage.partition(":")
+    pipeline = job.spec.pipeline
+    if stage != SEPARATING or not step or not pipeline:
+        return Progress(stage=job.stage, fraction=job.progress)
+    names = step_names(pipeline)
+    return Progress(
+        stage=stage,
+        fraction=job.progress,
+        step=names.index(step) + 1 if step in names else None,
+        steps=len(names),
+        step_name=step,
+    )
+
+
 def job_view(job: Job, position: int | None = None) -> JobView:
     webhook = None
     if job.spec.webhook_url:
@@ -245,11 +315,16 @@ def job_view(job: Job, position: int | None = None) -> JobView:
             next_attempt_at=iso(state.next_at) if state and state.status == "pending" else None,
             delivered_at=iso(state.delivered_at) if state else None,
         )
+    pipeline = job.spec.pipeline
     return JobView(
         job_id=job.id,
         status=job.status,
         kind=job.kind,
         model=job.spec.model,
+        pipeline=pipeline["name"] if pipeline else None,
+        models=list(dict.fromkeys(m for s in pipeline["steps"] for m in s["models"]))
+        if pipeline
+        else None,
         output_format=job.spec.output_format,
         audio_url=job.spec.audio_url,
         created_at=iso(job.created_at),
@@ -258,9 +333,7 @@ def job_view(job: Job, position: int | None = None) -> JobView:
         attempts=job.attempts,
         max_attempts=job.max_attempts,
         queue_position=position if job.status == QUEUED else None,
-        progress=Progress(stage=job.stage, fraction=job.progress)
-        if job.stage is not None
-        else None,
+        progress=job_progress(job),
         error=ErrorDetail(code=job.error_code or "internal", message=job.error_message or "")
         if job.status == FAILED
         else None,

@@ -2,7 +2,8 @@
 
 Either way the bytes land in the job's storage (``input.<ext>``, the extension from the
 data URL's mime type or the upload's file name, never a client path) and the request's
-other fields come back validated by the same model, :class:`SyncRequest`.
+other fields come back validated by the same model, :class:`SyncRequest`. The file of a
+``POST /separate-async`` upload (the web page's) is stored by the same :func:`store_upload`.
 """
 
 from __future__ import annotations
@@ -22,9 +23,20 @@ from starlette.requests import Request
 
 from dsu.audio.formats import OUTPUT_FORMATS
 from dsu.errors import BadRequest, DSUError
+from dsu.pipeline.ensemble import ALGORITHMS
 from dsu.service.checks import MP3_BITRATES
 from dsu.service.errors import ApiError, api_error, schema_error, validation_message
-from dsu.service.schemas import BITRATE_DOC, MODEL_PATTERN, STEM_PATTERN, SyncRequest
+from dsu.service.pipelines import PipelineFields
+from dsu.service.schemas import (
+    BITRATE_DOC,
+    ENSEMBLE_DOC,
+    MODEL_PATTERN,
+    MODELS_DOC,
+    PIPELINE_DOC,
+    STEM_PATTERN,
+    WEIGHTS_DOC,
+    SyncRequest,
+)
 from dsu.service.storage import ResultStorage, input_extension
 
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.IGNORECASE)
@@ -51,6 +63,22 @@ SYNC_BODY_DOC: dict[str, Any] = {
                             "description": BITRATE_DOC,
                         },
                         "two_stems": {"type": "string", "pattern": STEM_PATTERN},
+                        "pipeline": {"type": "string", "description": PIPELINE_DOC},
+                        "models": {
+                            "type": "array",
+                            "items": {"type": "string", "pattern": MODEL_PATTERN},
+                            "description": f"{MODELS_DOC}; repeated fields or one a,b list",
+                        },
+                        "ensemble": {
+                            "type": "string",
+                            "enum": list(ALGORITHMS),
+                            "description": ENSEMBLE_DOC,
+                        },
+                        "weights": {
+                            "type": "array",
+                            "items": {"type": "number"},
+                            "description": f"{WEIGHTS_DOC}; repeated fields or one 2,1 list",
+                        },
                     },
                 }
             },
@@ -98,10 +126,44 @@ class SyncFields:
     output_format: str
     mp3_bitrate: int | None
     two_stems: str | None
+    pipeline: PipelineFields
 
     @classmethod
     def of(cls, parsed: SyncRequest) -> SyncFields:
-        return cls(parsed.model, parsed.output_format, parsed.mp3_bitrate, parsed.two_stems)
+        return cls(
+            parsed.model,
+            parsed.output_format,
+            parsed.mp3_bitrate,
+            parsed.two_stems,
+            PipelineFields(parsed.pipeline, parsed.models, parsed.ensemble, parsed.weights),
+        )
+
+
+LIST_FIELDS = ("models", "weights")
+"""Form fields that carry a list: repeated, or one comma-separated value."""
+
+
+def form_list(values: list[str]) -> list[str] | None:
+    """A list field of a form: ``a``, ``b`` as repeated fields or as one ``a,b``."""
+    items = [item.strip() for value in values for item in value.split(",") if item.strip()]
+    return items or None
+
+
+def form_numbers(values: list[str] | None, name: str = "weights") -> list[float] | None:
+    """The numbers of a list field (:func:`form_list`).
+
+    Raises:
+        ApiError: 422 naming the field and the value that is no number.
+    """
+    if values is None:
+        return None
+    numbers = []
+    for value in values:
+        try:
+            numbers.append(float(value))
+        except ValueError:
+            raise schema_error(f"{name} must be numbers, got {value!r}") from None
+    return numbers
 
 
 async def read_json(
@@ -126,20 +188,33 @@ async def read_upload(
     request: Request, storage: ResultStorage, key: str, max_bytes: int
 ) -> SyncFields:
     """Store the ``file`` part of a multipart body; return the other fields."""
-    async with request.form(max_files=1, max_fields=8) as form:
+    async with request.form(max_files=1, max_fields=32) as form:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise schema_error("multipart body needs a 'file' part with the audio")
-        values = {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+        values: dict[str, Any] = {
+            k: v for k, v in form.items() if k not in ("file", *LIST_FIELDS) and isinstance(v, str)
+        }
+        for name in LIST_FIELDS:
+            items = form_list([v for v in form.getlist(name) if isinstance(v, str)])
+            if items is not None:
+                values[name] = items
         try:
             parsed = SyncRequest.model_validate({"audio_base64": "-", **values})
         except ValidationError as exc:
             raise schema_error(validation_message(exc.errors())) from None
-        path = storage.input_path(key, input_extension(upload.filename))
-        size = await asyncio.to_thread(_copy_upload, upload, path, max_bytes)
-        if size == 0:
-            raise ApiError(400, "bad_request", "the uploaded file is empty")
+        await store_upload(upload, storage, key, max_bytes)
     return SyncFields.of(parsed)
+
+
+async def store_upload(
+    upload: UploadFile, storage: ResultStorage, key: str, max_bytes: int
+) -> None:
+    """Copy an uploaded file into the job's storage (413 past ``max_bytes``, 400 if empty)."""
+    path = storage.input_path(key, input_extension(upload.filename))
+    size = await asyncio.to_thread(_copy_upload, upload, path, max_bytes)
+    if size == 0:
+        raise ApiError(400, "bad_request", "the uploaded file is empty")
 
 
 def _copy_upload(upload: UploadFile, path: Path, max_bytes: int) -> int:

@@ -5,29 +5,38 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from dsu import __version__
 from dsu.service.deps import AUTH, CatalogDep, QueueDep, ServiceDep
+from dsu.service.pipelines import presets
+from dsu.service.routes.page import page_response, prefers_html
 from dsu.service.runner import FAILED_TO_LOAD, READY
-from dsu.service.schemas import Health, ModelList, ModelView
+from dsu.service.schemas import Health, ModelList, ModelView, PresetView, WorkerView, iso
 
 router = APIRouter()
 
 ENDPOINTS = {
     "/separate-sync": "POST - synchronous separation (base64 JSON or upload)",
-    "/separate-async": "POST - asynchronous separation of audio_url, webhook",
+    "/separate-async": "POST - asynchronous separation of audio_url or a file, webhook",
     "/jobs/{job_id}": "GET - job status; DELETE - remove the job",
     "/jobs/{job_id}/files/{stem}": "GET - a result stem",
-    "/models": "GET - available models",
+    "/models": "GET - available models and preset pipelines",
     "/health": "GET - health check",
     "/metrics": "GET - Prometheus metrics",
+    "/ui": "GET - the web page",
     "/docs": "GET - OpenAPI documentation",
 }
 
 
-@router.get("/", summary="Service information")
-async def root(catalog: CatalogDep) -> dict[str, Any]:
+@router.get(
+    "/",
+    response_model=dict[str, Any],
+    summary="Service information (a browser that asks for HTML gets the web page)",
+)
+async def root(request: Request, catalog: CatalogDep) -> Any:
+    if prefers_html(request.headers.get("accept", "")):
+        return page_response()
     return {
         "service": "DSU separation service",
         "version": __version__,
@@ -45,7 +54,7 @@ async def root(catalog: CatalogDep) -> dict[str, Any]:
 async def health(service: ServiceDep, queue: QueueDep, response: Response) -> Health:
     import torch
 
-    status = queue.status()
+    status = await asyncio.to_thread(queue.status)
     cuda = torch.cuda.is_available()
     hardware = "CPU"
     if status.device.startswith("cuda") and cuda:
@@ -68,10 +77,28 @@ async def health(service: ServiceDep, queue: QueueDep, response: Response) -> He
         model_error=status.load_error,
         queue_depth=depth,
         version=__version__,
+        workers=[
+            WorkerView(
+                name=w.name,
+                device=w.device,
+                state=w.default_model,
+                models=list(w.models),
+                busy=w.busy,
+                completed=w.completed,
+                failed=w.failed,
+                last_seen=iso(w.last_seen),
+            )
+            for w in status.workers
+        ],
     )
 
 
-@router.get("/models", response_model=ModelList, dependencies=AUTH, summary="Available models")
+@router.get(
+    "/models",
+    response_model=ModelList,
+    dependencies=AUTH,
+    summary="Available models, and the preset pipelines (with the models each lacks here)",
+)
 def models(catalog: CatalogDep) -> ModelList:
     return ModelList(
         default=catalog.default(),
@@ -85,6 +112,17 @@ def models(catalog: CatalogDep) -> ModelList:
                 license=m.license,
             )
             for m in catalog.models()
+        ],
+        presets=[
+            PresetView(
+                name=p.name,
+                description=p.description,
+                models=list(p.models),
+                stems=list(p.stems),
+                installed=p.installed,
+                missing=list(p.missing),
+            )
+            for p in presets(catalog.registry())
         ],
     )
 

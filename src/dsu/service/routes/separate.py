@@ -1,8 +1,10 @@
 """``POST /separate-sync`` and ``POST /separate-async``: check a request, then queue it.
 
 Everything a request can get wrong is refused here, before it is queued: the model and
-its stems, the output encoding (for an upload, against the audio's own sample rate; for
-a URL, once the worker has it), the audio's length, the URLs' addresses.
+its stems (or the pipeline's spec, stem references and models:
+:mod:`dsu.service.pipelines`), the output encoding (for an upload, against the audio's
+own sample rate; for a URL, once the worker has it), the audio's length, the URLs'
+addresses.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from dsu.errors import DSUError
 from dsu.service.checks import (
@@ -23,18 +25,24 @@ from dsu.service.checks import (
     check_output,
     check_two_stems,
 )
-from dsu.service.deps import AUTH, QueueDep, ServiceDep, base_url, blocking
-from dsu.service.errors import ERRORS, STATUS_OF_CODE, ApiError, api_error
+from dsu.service.deps import AUTH, QueueDep, Service, ServiceDep, base_url, blocking
+from dsu.service.errors import ERRORS, STATUS_OF_CODE, ApiError, api_error, schema_error
 from dsu.service.fetch import system_resolver, vet_url
 from dsu.service.jobs import FAILED, QUEUED, TERMINAL, Job, JobSpec, new_key
+from dsu.service.pipelines import PipelineFields, request_pipeline, spec_document
 from dsu.service.queue import JobQueue
 from dsu.service.schemas import (
     BITRATE_DOC,
     DEFAULT_FORMAT,
+    ENSEMBLE_DOC,
     JOB_ID_PATTERN,
     MIME_TYPES,
     MODEL_PATTERN,
+    MODELS_DOC,
+    PIPELINE_DOC,
     STEM_PATTERN,
+    WEIGHTS_DOC,
+    Algorithm,
     ErrorBody,
     OutputFormat,
     SubmitResponse,
@@ -42,7 +50,14 @@ from dsu.service.schemas import (
     job_links,
     seed_field,
 )
-from dsu.service.uploads import SYNC_BODY_DOC, read_json, read_upload
+from dsu.service.uploads import (
+    SYNC_BODY_DOC,
+    form_list,
+    form_numbers,
+    read_json,
+    read_upload,
+    store_upload,
+)
 
 log = logging.getLogger("dsu.service")
 
@@ -58,7 +73,7 @@ router = APIRouter(dependencies=AUTH)
 )
 async def separate_sync(request: Request, service: ServiceDep, queue: QueueDep) -> SyncResponse:
     started = time.monotonic()
-    settings, text = service.settings, service.text
+    settings = service.settings
     await blocking(queue.check_capacity)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     key = new_key()
@@ -73,23 +88,16 @@ async def separate_sync(request: Request, service: ServiceDep, queue: QueueDep) 
                 "unsupported_media_type",
                 "send application/json with audio_base64, or multipart/form-data with file",
             )
-        model = await blocking(service.catalog.resolve, fields.model, text=text)
-        await blocking(check_two_stems, model.name, model.stems, fields.two_stems)
+        name, pipeline = await _what_runs(service, fields.model, fields.two_stems, fields.pipeline)
         await blocking(check_output, fields.output_format, fields.mp3_bitrate)
-        source = queue.storage.find_input(key)
-        try:
-            info = await asyncio.to_thread(check_duration, source, settings.max_duration)
-        except DSUError as exc:
-            raise api_error(exc, text.of(exc, source, "audio")) from None
-        await blocking(
-            check_encoding, fields.output_format, fields.mp3_bitrate, info.samplerate, info.channels
-        )
+        await _check_stored_audio(service, queue, key, fields.output_format, fields.mp3_bitrate)
         spec = JobSpec(
-            model=model.name,
+            model=name,
             output_format=fields.output_format,
             bitrate=fields.mp3_bitrate,
             two_stems=fields.two_stems,
             base_url=base_url(request, settings),
+            pipeline=pipeline,
         )
         job, _ = await blocking(queue.submit, None, "sync", spec, key)
     except BaseException:
@@ -119,14 +127,18 @@ async def separate_sync(request: Request, service: ServiceDep, queue: QueueDep) 
     response_model=SubmitResponse,
     status_code=202,
     responses={**ERRORS, 200: {"model": SubmitResponse, "description": "job_id existed"}},
-    summary="Queue a separation of audio_url; the webhook is called when it ends",
+    summary="Queue a separation of audio_url or an uploaded file; the webhook is called "
+    "when it ends",
 )
 async def separate_async(
     request: Request,
     response: Response,
     service: ServiceDep,
     queue: QueueDep,
-    audio_url: Annotated[str, Form(max_length=2048, description="public http(s) URL")],
+    audio_url: Annotated[
+        str | None, Form(max_length=2048, description="public http(s) URL; or send file")
+    ] = None,
+    file: Annotated[UploadFile | None, File(description="the audio, instead of audio_url")] = None,
     job_id: Annotated[
         str | None, Form(pattern=JOB_ID_PATTERN, description="idempotency key")
     ] = None,
@@ -137,26 +149,59 @@ async def separate_async(
         int | None, Form(ge=MP3_BITRATES[0], le=MP3_BITRATES[-1], description=BITRATE_DOC)
     ] = None,
     two_stems: Annotated[str | None, Form(pattern=STEM_PATTERN)] = None,
+    pipeline: Annotated[str | None, Form(max_length=16384, description=PIPELINE_DOC)] = None,
+    models: Annotated[
+        list[str] | None, Form(description=f"{MODELS_DOC}; repeated fields or one a,b list")
+    ] = None,
+    ensemble: Annotated[Algorithm | None, Form(description=ENSEMBLE_DOC)] = None,
+    weights: Annotated[
+        list[str] | None, Form(description=f"{WEIGHTS_DOC}; repeated fields or one 2,1 list")
+    ] = None,
 ) -> SubmitResponse:
     policy = service.policy
-    await blocking(vet_url, audio_url, policy, system_resolver, "audio_url")
+    if (file is None) == (not audio_url):
+        raise schema_error("send the audio as either audio_url or a file part, not both")
+    if audio_url:
+        await blocking(vet_url, audio_url, policy, system_resolver, "audio_url")
     if webhook_url:
         await blocking(vet_url, webhook_url, policy, system_resolver, "webhook_url")
-    resolved = await blocking(service.catalog.resolve, model, text=service.text)
-    await blocking(check_two_stems, resolved.name, resolved.stems, two_stems)
-    # The rest of the rule needs the audio's sample rate: checked once it is fetched.
+    fields = PipelineFields(
+        pipeline, form_list(models or []), ensemble, form_numbers(form_list(weights or []))
+    )
+    name, document = await _what_runs(service, model, two_stems, fields)
+    # The rest of the rule needs the audio's sample rate: checked now for an upload, once
+    # it is fetched for a URL.
     await blocking(check_output, output_format, mp3_bitrate)
+    key = None
+    if file is not None:
+        await blocking(queue.check_capacity)
+        key = new_key()
+        try:
+            await store_upload(file, queue.storage, key, service.settings.max_upload_bytes)
+            await _check_stored_audio(service, queue, key, output_format, mp3_bitrate)
+        except BaseException:
+            await asyncio.to_thread(queue.storage.delete, key)
+            raise
     spec = JobSpec(
-        model=resolved.name,
+        model=name,
         output_format=output_format,
         bitrate=mp3_bitrate,
         two_stems=two_stems,
-        audio_url=audio_url,
+        audio_url=audio_url or None,
         webhook_url=webhook_url or None,
-        input_name=None,
+        input_name=file.filename if file is not None else None,
         base_url=base_url(request, service.settings),
+        pipeline=document,
     )
-    job, created = await blocking(queue.submit, job_id, "async", spec)
+    try:
+        job, created = await blocking(queue.submit, job_id, "async", spec, key)
+    except BaseException:
+        if key is not None:
+            await asyncio.to_thread(queue.storage.delete, key)
+        raise
+    if key is not None and not created:
+        # The job existed already with its own input; this upload is not needed.
+        await asyncio.to_thread(queue.storage.delete, key)
     position = await asyncio.to_thread(queue.position, job)
     if job.status == QUEUED:
         # The worker may have taken it already: it is then at the front, not gone.
@@ -175,6 +220,33 @@ async def separate_async(
         created=created,
         links=job_links(job),
     )
+
+
+async def _what_runs(
+    service: Service, model: str | None, two_stems: str | None, fields: PipelineFields
+) -> tuple[str, dict[str, Any] | None]:
+    """The job's model name and, for an ensemble or chain, its checked spec document."""
+    registry = await blocking(service.catalog.registry, text=service.text)
+    prepared = await blocking(
+        request_pipeline, fields, model, two_stems, registry, text=service.text
+    )
+    if prepared is not None:
+        return prepared.spec.name, spec_document(prepared)
+    resolved = await blocking(service.catalog.resolve, model, text=service.text)
+    await blocking(check_two_stems, resolved.name, resolved.stems, two_stems)
+    return resolved.name, None
+
+
+async def _check_stored_audio(
+    service: Service, queue: JobQueue, key: str, output_format: str, bitrate: int | None
+) -> None:
+    """Refuse uploaded audio that does not decode, is too long, or cannot take the encoding."""
+    source = queue.storage.find_input(key)
+    try:
+        info = await asyncio.to_thread(check_duration, source, service.settings.max_duration)
+    except DSUError as exc:
+        raise api_error(exc, service.text.of(exc, source, "audio")) from None
+    await blocking(check_encoding, output_format, bitrate, info.samplerate, info.channels)
 
 
 def _sync_result(queue: JobQueue, job: Job, elapsed: float) -> SyncResponse:
