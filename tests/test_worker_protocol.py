@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from dsu.client import WorkerProcess, worker_command
+from dsu.client import WorkerProcess
 from helpers import CENTRED, write_noise
-from test_worker_support import read_reply, request, spawn
+from test_worker_support import read_reply, request, spawn, worker_argv
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def worker(files: Path):
 
 def test_ready_is_the_first_line_within_budget(files: Path) -> None:
     started = time.monotonic()
-    process = WorkerProcess(worker_command(["--models-dir", str(files / "models")]))
+    process = WorkerProcess(worker_argv(["--models-dir", str(files / "models")]))
     try:
         ready = process.read(timeout=30)
         waited = time.monotonic() - started

@@ -7,6 +7,8 @@ Holds no tests itself; the ``test_worker*`` modules import it (pytest puts ``tes
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +17,23 @@ from typing import Any
 from dsu.client import WorkerProcess, worker_command
 
 REPLY_TIMEOUT = 120.0
+
+RUNTIME = os.environ.get("DSU_RUNTIME")
+"""A frozen runtime folder (``make test-dist`` sets it to ``dist/dsu``): the worker tests
+then drive its launchers instead of this interpreter's."""
+
+
+def worker_argv(args: Sequence[str] = ()) -> list[str]:
+    """The command that starts ``dsu worker``: the frozen runtime's under ``DSU_RUNTIME``."""
+    if RUNTIME:
+        return [str(Path(RUNTIME) / "dsu"), "worker", *args]
+    return worker_command(args)
+
+
+def launcher_path(name: str) -> Path:
+    """A launcher (``dsu-demucs``, ...): the frozen runtime's, else this environment's."""
+    return Path(RUNTIME or Path(sys.executable).parent) / name
+
 
 LONG_SECONDS = 120.0
 LONG_WORK = {"model": "hpss", "shifts": 8}
@@ -26,7 +45,7 @@ def spawn(
     args: Sequence[str] = (), command: Sequence[str] | None = None, **kwargs: Any
 ) -> tuple[WorkerProcess, dict[str, Any]]:
     """Start a real worker process; returns it and its ready line."""
-    process = WorkerProcess(command or worker_command(args), **kwargs)
+    process = WorkerProcess(command or worker_argv(args), **kwargs)
     ready = process.read(timeout=60)
     assert ready["status"] == "ready", ready
     return process, ready

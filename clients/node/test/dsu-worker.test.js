@@ -8,7 +8,7 @@ const { spawn } = require('node:child_process');
 const { describe, it, before, after } = require('node:test');
 
 const { DsuWorker, WorkerError } = require('..');
-const { workerOptions, tempDir, writeNoiseWav } = require('./helpers');
+const { workerCommand, workerOptions, tempDir, writeNoiseWav } = require('./helpers');
 
 const dir = tempDir();
 const modelsDir = path.join(dir, 'models');
@@ -153,17 +153,11 @@ describe('DsuWorker lifecycle', () => {
   });
 
   it('runs a launcher restricted to its families', async () => {
-    const options = workerOptions({ modelsDir });
+    const [command, args] = workerCommand('dsu-demucs');
     const worker = new DsuWorker({
-      ...options,
-      command: options.python,
-      args: [
-        '-c',
-        'import sys; from dsu.cli.launchers import launch; sys.exit(launch("dsu-demucs"))',
-        '--worker',
-        '--arch',
-        'demucs,center',
-      ],
+      ...workerOptions({ modelsDir }),
+      command,
+      args: [...args, '--arch', 'demucs,center'],
     });
     try {
       const ready = await worker.start();
@@ -179,7 +173,8 @@ describe('DsuWorker lifecycle', () => {
   it('serves a seed-style client that sends no ids', async () => {
     // The seed's Node snippet: one line out, wait for a terminal status, in order.
     const options = workerOptions();
-    const proc = spawn(options.python, ['-m', 'dsu', 'worker', '--models-dir', modelsDir], {
+    const [command, args] = workerCommand();
+    const proc = spawn(command, [...args, '--models-dir', modelsDir], {
       env: { ...process.env, ...options.env },
       stdio: ['pipe', 'pipe', 'ignore'],
     });

@@ -7,6 +7,8 @@ const path = require('node:path');
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const VENV_PYTHON = path.join(REPO, '.venv', 'bin', 'python');
+// A frozen runtime folder (`make test-dist`: dist/dsu): its launchers replace Python.
+const RUNTIME = process.env.DSU_RUNTIME;
 
 /** $DSU_PYTHON, else the checkout's .venv, else python3. */
 function pythonPath() {
@@ -14,8 +16,26 @@ function pythonPath() {
   return fs.existsSync(VENV_PYTHON) ? VENV_PYTHON : 'python3';
 }
 
+/** [command, args] that run `dsu worker`, or a seed launcher given its name. */
+function workerCommand(launcher = null) {
+  if (RUNTIME) {
+    if (launcher) return [path.join(RUNTIME, launcher), ['--worker']];
+    return [path.join(RUNTIME, 'dsu'), ['worker']];
+  }
+  if (launcher) {
+    const name = JSON.stringify(launcher);
+    const code = `import sys; from dsu.cli.launchers import launch; sys.exit(launch(${name}))`;
+    return [pythonPath(), ['-c', code, '--worker']];
+  }
+  return [pythonPath(), ['-m', 'dsu', 'worker']];
+}
+
 /** Options for a DsuWorker running this checkout's `dsu worker` on the CPU. */
 function workerOptions(extra = {}) {
+  if (RUNTIME) {
+    const [command, args] = workerCommand();
+    return { command, args, device: 'cpu', ...extra };
+  }
   const src = path.join(REPO, 'src');
   const pythonPathEnv = [src, process.env.PYTHONPATH].filter(Boolean).join(path.delimiter);
   return {
@@ -62,4 +82,4 @@ function writeNoiseWav(file, seconds, sampleRate = 44100) {
   return file;
 }
 
-module.exports = { REPO, pythonPath, workerOptions, tempDir, writeNoiseWav };
+module.exports = { REPO, pythonPath, workerCommand, workerOptions, tempDir, writeNoiseWav };
