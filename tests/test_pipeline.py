@@ -135,6 +135,21 @@ def test_cli_ensemble_and_then(models_dir: Path, mix: np.ndarray, tmp_path: Path
     assert refused.returncode == 2 and "give two -m or more" in refused.stderr
 
 
+def test_cli_pipeline_file_streams_like_whole_arrays(
+    models_dir: Path, mix: np.ndarray, tmp_path: Path
+) -> None:
+    song, spec = tmp_path / "song.wav", tmp_path / "chain.json"
+    sf.write(song, mix.T, RATE, subtype="FLOAT")
+    spec.write_text(json.dumps(CHAIN), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["--pipeline", str(spec), "--models-dir", str(models_dir), "-o", str(out)]
+    done = _run(["separate", str(song), *args, "--bit-depth", "32", "-q"])
+    assert done.returncode == 0, done.stderr
+    for stem, reference in chain_reference(mix, models_dir).items():
+        written, _ = sf.read(out / "song" / f"{stem}.wav", dtype="float32", always_2d=True)
+        assert sdr(reference, written.T) > 60, stem
+
+
 def test_worker_pipeline_with_steps_and_cancel(
     models_dir: Path, mix: np.ndarray, tmp_path: Path
 ) -> None:
@@ -147,6 +162,7 @@ def test_worker_pipeline_with_steps_and_cancel(
             "input": str(song),
             "output": str(tmp_path / "a"),
             "pipeline": CHAIN,
+            "bit_depth": 32,
         },
         {
             "cmd": "separate",
@@ -207,6 +223,9 @@ def test_worker_pipeline_with_steps_and_cancel(
     assert first[-1]["pipeline"] == "chain3"
     assert set(first[-1]["stems"]) == {"instrumental", "vocals", "harmonic", "percussive"}
     assert {r.get("step") for r in first if r.get("stage") == "separating"} & {"split", "hp"}
+    for stem, reference in chain_reference(np.tile(mix, 3), models_dir).items():
+        written, _ = sf.read(tmp_path / "a" / f"{stem}.wav", dtype="float32", always_2d=True)
+        assert sdr(reference, written.T) > 60, stem
     assert replies[2][-1]["status"] == "error"
     assert "median_wave has no weights" in replies[2][-1]["message"]
     assert replies[3][-1]["status"] in ("cancelled", "error"), replies[3][-1]
