@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from importlib.resources import as_file
+from importlib.resources import as_file, files
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +73,28 @@ def test_seed_worker_lines_with_the_denoise_alias(tmp_path: Path) -> None:
     assert entry.shipped_config is not None
     with as_file(entry.shipped_config) as shipped:
         config = read_config(shipped)
+        shipped_text = shipped.read_text(encoding="utf-8")
     torch.manual_seed(0)
     net = msst_mel.MelBandRoformer(**config["model"])
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     torch.save(net.state_dict(), mirror / entry.weights[0])
     models = tmp_path / "models"
-    pulled = run_cli(
-        ["models", "pull", "denoise", "--models-dir", str(models), "--mirror", str(mirror)]
-    )
+    pull = ["models", "pull", "denoise", "--models-dir", str(models), "--mirror", str(mirror)]
+    refused = run_cli(pull)
+    # The catalog knows the published file's size and digest; a stand-in is not that file.
+    assert refused.returncode == 1 and "size mismatch" in refused.stderr
+    # The same entry without them, as an extra catalog, installs the stand-in.
+    own = tmp_path / "catalog"
+    (own / "configs").mkdir(parents=True)
+    (own / "configs" / entry.shipped_config.name).write_text(shipped_text, encoding="utf-8")
+    raw = json.loads((files("dsu.registry") / "catalog" / "roformer.json").read_text())
+    published = dict(raw["models"][entry.name])
+    del published["size"], published["sha256"]
+    published["verified"] = {**published["verified"], "sha256": False}
+    catalog = own / "denoise.json"
+    catalog.write_text(json.dumps({**raw, "models": {entry.name: published}}), encoding="utf-8")
+    pulled = run_cli([*pull, "--catalog", str(catalog)])
     assert pulled.returncode == 0, pulled.stderr[-2000:]
     source = write_noise(tmp_path / "noisy.wav", 1.0, seed=1, amplitude=0.1)
 
