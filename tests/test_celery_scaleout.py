@@ -15,6 +15,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from dsu.service.webhooks import IN_FLIGHT_MARGIN
 from helpers import VOICED, noise_wav
 from redis_support import CeleryWorker, RedisServer
 from test_service_support import SECRET, LocalHTTP, Server
@@ -24,6 +25,10 @@ pytestmark = pytest.mark.slow
 # Long enough that a kill lands mid-separation (as in test_service_kill).
 LONG_INPUT = noise_wav(60.0, rate=8000, channels=1, **VOICED)
 SHORT_INPUT = noise_wav(0.5, **VOICED)
+# A webhook the killed API had handed out is due again this long after; a restarted API
+# must deliver it within the wait for webhooks.
+WEBHOOK_TIMEOUT = 5.0
+WEBHOOK_WAIT = WEBHOOK_TIMEOUT + IN_FLIGHT_MARGIN + 20.0
 
 
 @dataclass
@@ -80,6 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "DSU_ALLOW_PRIVATE_URLS": "1",
         "DSU_LEASE_SECONDS": "3",
         "DSU_WORKER_HEARTBEAT": "1",
+        "DSU_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT),
         "DSU_MAX_QUEUE": "32",
         "OMP_NUM_THREADS": "1",
     }
@@ -105,7 +111,7 @@ def completed(stack: Stack, ids: list[str], timeout: float = 120) -> dict[str, d
 
 
 def exactly_one_webhook_each(stack: Stack, ids: list[str]) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + WEBHOOK_WAIT
     while any(len(stack.hooks(job_id)) < 1 for job_id in ids):
         assert time.monotonic() < deadline, [stack.hooks(j) for j in ids]
         time.sleep(0.1)
