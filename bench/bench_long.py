@@ -91,9 +91,11 @@ def write_input(path: Path, minutes: float) -> None:
     import soundfile as sf
 
     rng = np.random.default_rng(0)
+    total = int(minutes * 60 * RATE)
     with sf.SoundFile(path, "w", RATE, 2, subtype="PCM_16") as f:
-        for _ in range(int(minutes)):
-            f.write((0.1 * rng.standard_normal((60 * RATE, 2))).astype(np.float32))
+        for start in range(0, total, 60 * RATE):
+            n = min(60 * RATE, total - start)
+            f.write((0.1 * rng.standard_normal((n, 2))).astype(np.float32))
 
 
 def write_models(work: Path) -> Path:

@@ -37,8 +37,11 @@ ARTIFACT_FADE = 32
 POST_PROCESS_MARGIN = 4 * ARTIFACT_MIN_RANGE
 """Mask frames beyond a chunk's own that post-processing reads (runs and fades reach
 ``min_range + 2 * fade`` frames)."""
-WINDOWS_PER_CHUNK = 24
-"""Default chunk: this many windows' worth of frames."""
+WINDOWS_PER_CHUNK = 12
+"""Default chunk: this many windows' worth of frames (about 26 s at 44.1 kHz, window 320).
+A chunk's spectrogram work dominates the peak memory: with a tiny network, 24 windows
+(53 s) peaked at 1.57 GB on 6 minutes and 12 at 995 MB on 60 minutes
+(bench/bench_long.py); on the full-width net the wall time is the same within noise."""
 WINDOW_BATCH = 1
 """Windows per network call: one, as UVR; on the CPU a batch of 4 ran slower (14.7 s
 against 13.4 s on 30 s) at 2.3x the peak memory (bench/bench_vr.py)."""
