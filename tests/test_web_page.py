@@ -129,6 +129,8 @@ def test_upload_follow_play_solo_and_download(
 ) -> None:
     mixture = mu_dir / "mixture.wav"
     info = sf.info(mixture)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     open_page(page, server)
     # Slower jobs ahead, so the page's job waits in the queue first.
     for _ in range(2):
@@ -175,6 +177,10 @@ def test_upload_follow_play_solo_and_download(
     download.value.save_as(saved)
     assert download.value.suggested_filename == "vocals.wav"
     assert saved.read_bytes() == httpx.get(f"{server.url}/jobs/{job_id}/files/vocals").content
+
+    # The whole session needed nothing beyond the service: no CDN, font or tracker.
+    elsewhere = [u for u in requested if not u.startswith((f"{server.url}/", "blob:", "data:"))]
+    assert len(requested) > 5 and not elsewhere, elsewhere
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
