@@ -24,7 +24,7 @@ from dsu.archs.roformer.mel_band_roformer import mel_band_support
 from dsu.errors import RegistryError
 from dsu.registry.entry import ModelEntry
 from helpers import sdr
-from roformer_configs import HOP, TINY_BS, TINY_MEL, VIPERX_EP317, audio, ours_like
+from roformer_configs import HOP, TINY_BS, TINY_MEL, VIPERX_EP317, audio, ours_like, reference
 
 PARITY_DB = 60.0
 
@@ -104,6 +104,26 @@ def test_bs_roformer_matches_reference(name: str) -> None:
     package, config = BS_CASES[name]
     mix = audio(2 if config["stereo"] else 1)
     assert compare(package, "bs_roformer", config, mix) >= PARITY_DB
+
+
+def test_shared_bias_matches_pymss() -> None:
+    """The "SW" / "Logic" layout: one pair of projection biases behind every attention
+    layer, listed first in the state dict under its graph-node names."""
+    config = case(TINY_BS, zero_dc=True, use_shared_bias=True, stereo=True, num_stems=2)
+    ref = reference("pymss-core", "bs_roformer", config)
+    with torch.no_grad():  # the reference starts them at ones; any values must carry over
+        ref.linear_62_bias_0.normal_()
+        ref.linear_64_bias_0.normal_()
+    ours = build("bs_roformer", config).eval()
+    state = ref.state_dict()
+    assert list(ours.state_dict()) == list(state)
+    ours.load_state_dict(state, strict=True)
+    attentions = [t.layers[0][0] for pair in ours.layers for t in pair]
+    assert all(a.to_qkv.bias is ours.linear_62_bias_0 for a in attentions)
+    assert all(a.to_out[0].bias is ours.linear_64_bias_0 for a in attentions)
+    mix = audio(2)
+    with torch.inference_mode():
+        assert sdr(ref(mix), ours(mix)) >= PARITY_DB
 
 
 @pytest.mark.parametrize("name", list(MEL_CASES))
@@ -220,6 +240,12 @@ def test_defaults_are_msst_defaults() -> None:
         ("bs_roformer", TINY_BS | {"freqs_per_bands": (4, 4)}, "model.freqs_per_bands"),
         ("bs_roformer", TINY_BS | {"stft_window_fn": "hamming"}, "model.stft_window_fn"),
         ("mel_band_roformer", TINY_MEL | {"fmax": 30_000}, "model.fmax"),
+        ("mel_band_roformer", TINY_MEL | {"use_shared_bias": True}, "model.use_shared_bias"),
+        (
+            "bs_roformer",
+            TINY_BS | {"use_shared_bias": True, "linear_transformer_depth": 1},
+            "model.use_shared_bias",
+        ),
     ],
 )
 def test_bad_config_names_the_key(arch: str, model: dict[str, Any], named: str) -> None:

@@ -5,7 +5,8 @@ The spectrum is cut into contiguous, disjoint bands of ``freqs_per_bands`` bins;
 band becomes one token per frame; time and frequency transformers alternate over the
 ``[T, bands]`` token grid; each stem's mask estimator turns the tokens back into a
 complex mask per bin. With ``use_pope`` the rotary positions are replaced by PoPE
-("BS PolarFormer").
+("BS PolarFormer"); with ``use_shared_bias`` all attention layers share one pair of
+projection biases (the "SW" and "Logic" checkpoints).
 
 State dict: exactly MSST's / UVR's ``BSRoformer`` (``layers.<i>.<j>.layers.<k>...``,
 ``final_norm``, ``band_split.to_features.<b>``, ``mask_estimators.<s>.to_freqs.<b>``).
@@ -34,4 +35,6 @@ class BSRoformer(BandRoformer):
             )
         starts = [0, *accumulate(config.freqs_per_bands)]
         bands = [range(start, end) for start, end in pairwise(starts)]
-        super().__init__(config, bands, norm_output=False, final_norm=True)
+        super().__init__(
+            config, bands, norm_output=False, final_norm=True, shared_bias=config.use_shared_bias
+        )

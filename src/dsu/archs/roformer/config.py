@@ -118,9 +118,16 @@ class BSRoformerConfig(RoformerConfig):
     """BS-RoFormer: contiguous bands of ``freqs_per_bands`` STFT bins each.
 
     The output always has the input's length (MSST's BS-RoFormer passes it to the iSTFT).
+
+    Attributes:
+        freqs_per_bands: STFT bins per band, lowest first.
+        use_shared_bias: every softmax attention layer's input and output projections
+            add one bias vector shared by all layers (pymss-core's BS-RoFormer; the "SW"
+            and "Logic" checkpoints).
     """
 
     freqs_per_bands: tuple[int, ...] = DEFAULT_FREQS_PER_BANDS
+    use_shared_bias: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,6 +224,15 @@ def parse_model_config(arch: str, model: Mapping[str, Any]) -> RoformerConfig:
             raise RegistryError(f"{arch} config is missing model.{spec.name}")
     config = cls(**values)
     _check_bands(config)
+    if (
+        isinstance(config, BSRoformerConfig)
+        and config.use_shared_bias
+        and config.linear_transformer_depth
+    ):
+        raise RegistryError(
+            "model.use_shared_bias applies to softmax attention only; it does not combine "
+            "with model.linear_transformer_depth"
+        )
     return config
 
 

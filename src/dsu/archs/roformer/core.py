@@ -35,6 +35,8 @@ class BandRoformer(nn.Module):
             at least one band.
         norm_output: end every transformer with an RMSNorm (Mel-Band RoFormer).
         final_norm: RMSNorm the tokens before the mask estimators (BS-RoFormer).
+        shared_bias: give every softmax attention layer's projections one pair of
+            biases, shared by all layers.
     """
 
     mask_estimator_cls: type[nn.Module] = MaskEstimator
@@ -46,6 +48,7 @@ class BandRoformer(nn.Module):
         *,
         norm_output: bool,
         final_norm: bool,
+        shared_bias: bool = False,
     ) -> None:
         super().__init__()
         self.config = config
@@ -55,6 +58,13 @@ class BandRoformer(nn.Module):
         self.num_stems = c.num_stems
 
         shared = dict(dim=c.dim, heads=c.heads, dim_head=c.dim_head, norm_output=norm_output)
+        biases: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
+        if shared_bias:
+            # The published checkpoints name the pair after the graph nodes they came from,
+            # and list it first.
+            self.linear_62_bias_0 = nn.Parameter(torch.zeros(3 * c.heads * c.dim_head))
+            self.linear_64_bias_0 = nn.Parameter(torch.zeros(c.dim))
+            biases["shared_bias"] = (self.linear_62_bias_0, self.linear_64_bias_0)
         positions: tuple[nn.Module, nn.Module]
         if c.use_pope:
             positions = (PoPE(c.dim_head, heads=c.heads), PoPE(c.dim_head, heads=c.heads))
@@ -72,7 +82,9 @@ class BandRoformer(nn.Module):
             for depth, position in zip(
                 (c.time_transformer_depth, c.freq_transformer_depth), positions, strict=True
             ):
-                pair.append(Transformer(depth=depth, **{position_key: position}, **shared))
+                pair.append(
+                    Transformer(depth=depth, **{position_key: position}, **shared, **biases)
+                )
             self.layers.append(pair)
         self.final_norm = RMSNorm(c.dim) if final_norm else nn.Identity()
 

@@ -106,7 +106,9 @@ class Attention(nn.Module):
     """Pre-norm multi-head self-attention with per-head sigmoid output gates.
 
     Positions are encoded by rotary embeddings (``rotary_embed``), by PoPE
-    (``pope_embed``, see :mod:`dsu.archs.roformer.pope`) or not at all.
+    (``pope_embed``, see :mod:`dsu.archs.roformer.pope`) or not at all. ``shared_bias``
+    is ``(qkv [3 * H * dh], out [D])``, biases of the two projections that are owned
+    (and shared with other layers) by the caller; without it they have none.
 
     Shapes: ``x [..., D]`` contiguous; attention runs along leading axis ``seq_dim``;
     returns ``[..., D]`` in the same layout.
@@ -119,6 +121,7 @@ class Attention(nn.Module):
         dim_head: int,
         rotary_embed: RotaryEmbedding | None = None,
         pope_embed: nn.Module | None = None,
+        shared_bias: tuple[nn.Parameter, nn.Parameter] | None = None,
     ) -> None:
         super().__init__()
         if rotary_embed is not None and pope_embed is not None:
@@ -133,6 +136,8 @@ class Attention(nn.Module):
         self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
         self.to_gates = nn.Linear(dim, heads)
         self.to_out = nn.Sequential(nn.Linear(inner, dim, bias=False))
+        if shared_bias is not None:
+            self.to_qkv.bias, self.to_out[0].bias = shared_bias
 
     def forward(self, x: torch.Tensor, seq_dim: int) -> torch.Tensor:
         h = self.norm(x)
@@ -222,15 +227,18 @@ class Transformer(nn.Module):
         linear_attn: bool = False,
         rotary_embed: RotaryEmbedding | None = None,
         pope_embed: nn.Module | None = None,
+        shared_bias: tuple[nn.Parameter, nn.Parameter] | None = None,
     ) -> None:
         super().__init__()
+        if linear_attn and shared_bias is not None:
+            raise ValueError("shared attention biases apply to softmax attention only")
         self.layers = nn.ModuleList()
         for _ in range(depth):
             attn: nn.Module
             if linear_attn:
                 attn = LinearAttention(dim, heads, dim_head)
             else:
-                attn = Attention(dim, heads, dim_head, rotary_embed, pope_embed)
+                attn = Attention(dim, heads, dim_head, rotary_embed, pope_embed, shared_bias)
             self.layers.append(nn.ModuleList([attn, FeedForward(dim, ff_mult)]))
         self.norm = RMSNorm(dim) if norm_output else nn.Identity()
 
