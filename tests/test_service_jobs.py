@@ -153,19 +153,25 @@ def test_settings_from_env() -> None:
             "DSU_API_KEYS": "a, b",
             "DSU_URL_ALLOWLIST": "10.0.0.0/8",
             "SEPARATION_TIMEOUT": "30",
+            "DSU_MAX_LOADED_MODELS": "3",
+            "DSU_MEMORY_BUDGET_MB": "1.5",
         }
     )
     assert s.port == 9000 and s.default_model == "htdemucs" and s.api_keys == ("a", "b")
     assert s.separation_timeout == 30 and str(s.url_allowlist[0]) == "10.0.0.0/8"
+    assert s.max_loaded_models == 3 and s.memory_budget_bytes == 3 * 2**19
     defaults = Settings.from_env({})
     assert defaults.port == 8002 and defaults.host == "0.0.0.0"
     assert defaults.separation_timeout == 600 and not defaults.allow_private_urls
+    assert defaults.max_loaded_models == 1 and defaults.memory_budget_bytes is None
     for bad in (
         {"PORT": "x"},
         {"DSU_ALLOW_PRIVATE_URLS": "maybe"},
         {"DSU_QUEUE": "redis"},
         {"DSU_WEBHOOK_SECRET": "plain"},
         {"DSU_URL_ALLOWLIST": "nope"},
+        {"DSU_MAX_LOADED_MODELS": "0"},
+        {"DSU_MEMORY_BUDGET_MB": "-1"},
     ):
         with pytest.raises(SettingsError):
             Settings.from_env(bad)

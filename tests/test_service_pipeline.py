@@ -11,6 +11,7 @@ import base64
 import functools
 import io
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -40,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         entries[name] = {**entries[weights]}
     manifest = {"version": 1, "default": "center", "models": entries}
     (models / "models.json").write_text(json.dumps(manifest), encoding="utf-8")
-    s = Server(root, {"DSU_MAX_DURATION": "120"}).start()
+    s = Server(root, {"DSU_MAX_DURATION": "120", "DSU_MAX_LOADED_MODELS": "3"}).start()
     yield s
     s.stop()
 
@@ -89,6 +90,28 @@ def test_two_model_ensemble_sync_equals_whole_arrays(
         got, rate = read_wav(base64.b64decode(body[f"{stem}_base64"]))
         assert rate == RATE
         assert sdr(ensemble([a[stem], b[stem]], "avg_fft", [2, 1]), got) > 60, stem
+
+
+def model_loads(server: Server) -> dict[str, float]:
+    """``dsu_model_loads_total`` by model, from the server's /metrics."""
+    text = httpx.get(f"{server.url}/metrics").text
+    found = re.findall(r'^dsu_model_loads_total\{model="([^"]+)"\} (\S+)$', text, re.M)
+    return {name: float(value) for name, value in found}
+
+
+def test_warm_members_are_not_reloaded(server: Server, mix: np.ndarray) -> None:
+    """With DSU_MAX_LOADED_MODELS above the ensemble's size, a second job loads nothing."""
+    request = {
+        "audio_base64": base64.b64encode(_wav(mix)).decode(),
+        "models": ["mdx-a", "mdx-b"],
+        "ensemble": "avg_wave",
+        "output_format": "wav",
+    }
+    assert httpx.post(f"{server.url}/separate-sync", json=request, timeout=120).status_code == 200
+    before = model_loads(server)
+    assert before.get("mdx-a", 0) >= 1 and before.get("mdx-b", 0) >= 1, before
+    assert httpx.post(f"{server.url}/separate-sync", json=request, timeout=120).status_code == 200
+    assert model_loads(server) == before
 
 
 def test_three_step_chain_sync_multipart(

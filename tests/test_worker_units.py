@@ -135,11 +135,26 @@ def test_device_names() -> None:
 
 def test_service_warm_models_is_the_shared_cache_of_one() -> None:
     from dsu.service.runner import WarmModels
+    from dsu.service.settings import Settings
 
-    models = WarmModels(None, "cpu")
+    loads: list[str] = []
+    models = WarmModels(Settings(device="cpu"), on_load=loads.append)
     assert isinstance(models.cache, ModelCache) and models.current is None
     center = models.get("center")
     assert models.get("center") is center, "a warm model is not reloaded"
     hpss = models.get("hpss")
     assert models.current is hpss and [i.key.name for i in models.cache.items()] == ["hpss"]
     assert center._model is None, "the evicted model was unloaded"
+    assert loads == ["center", "hpss"]
+
+
+def test_service_keeps_as_many_warm_models_as_configured() -> None:
+    from dsu.service.runner import WarmModels
+    from dsu.service.settings import Settings
+
+    settings = Settings.from_env({"DSU_DEVICE": "cpu", "DSU_MAX_LOADED_MODELS": "2"})
+    loads: list[str] = []
+    models = WarmModels(settings, on_load=loads.append)
+    center, hpss = models.get("center"), models.get("hpss")
+    assert models.get("center") is center and models.get("hpss") is hpss
+    assert loads == ["center", "hpss"] and center._model is not None

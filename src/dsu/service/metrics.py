@@ -63,6 +63,12 @@ class ServiceMetrics:
             ("outcome",),
             registry=self.registry,
         )
+        self.model_loads = Counter(
+            "dsu_model_loads_total",
+            "Models loaded into memory (misses of the warm-model cache), by model.",
+            ("model",),
+            registry=self.registry,
+        )
         depth = Gauge("dsu_queue_depth", "Jobs queued or running.", registry=self.registry)
         depth.set_function(queue_depth)
 

@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dsu.cache import ModelCache
@@ -49,13 +48,19 @@ class WarmModels:
 
     One at a time by default (loading another releases it first) keeps memory within a
     small instance (4 GB for the seed's Akash profile) whatever the mix of requested
-    models.
+    models; ``Settings.max_loaded_models`` and ``memory_budget_mb`` raise it.
+    ``on_load(name)`` is called for every load (a cache miss).
     """
 
-    def __init__(self, models_dir: Path | None, device: str, max_models: int = 1) -> None:
-        self.models_dir = models_dir
-        self.device = device
-        self.cache = ModelCache(max_models)
+    def __init__(
+        self,
+        settings: Settings,
+        on_load: Callable[[str], None] = lambda name: None,
+    ) -> None:
+        self.models_dir = settings.models_dir
+        self.device = settings.device
+        self.cache = ModelCache(settings.max_loaded_models, settings.memory_budget_bytes)
+        self.on_load = on_load
 
     @property
     def current(self) -> Separator | None:
@@ -65,7 +70,9 @@ class WarmModels:
 
     def get(self, name: str) -> Separator:
         """The loaded model ``name`` (a registry name or alias), loading it on a miss."""
-        item, _ = self.cache.acquire(name, models_dir=self.models_dir, device=self.device)
+        item, warm = self.cache.acquire(name, models_dir=self.models_dir, device=self.device)
+        if not warm:
+            self.on_load(item.key.name)
         return item.separator
 
 
@@ -108,7 +115,9 @@ class Runner:
         self.metrics = metrics
         self.on_finished = on_finished
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.models = WarmModels(settings.models_dir, settings.device)
+        self.models = WarmModels(
+            settings, on_load=lambda name: metrics.model_loads.labels(name).inc()
+        )
         self.average_job_seconds = 10.0
         self.default_state = LOADING
         self.load_error: str | None = None

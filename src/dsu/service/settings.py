@@ -43,6 +43,11 @@ class Settings:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``DSU_DEVICE``).
         precision: ``fp32``, or ``fp16``/``bf16`` autocast; fp16 needs a GPU
             (``DSU_PRECISION``; the choices are :data:`dsu.engine.options.PRECISIONS`).
+        max_loaded_models: models kept loaded between jobs, least recently used evicted
+            first (``DSU_MAX_LOADED_MODELS``); above 1, ensembles and chains stop reloading
+            their members for every job.
+        memory_budget_mb: also evict while the loaded models cost more than this many MiB
+            of RSS plus GPU memory (``DSU_MEMORY_BUDGET_MB``; unset or 0 = no budget).
         max_upload_bytes: largest audio file accepted, uploaded or fetched
             (``DSU_MAX_UPLOAD_MB``); request bodies may be 4/3 of it plus 1 MiB (base64).
         max_duration: longest decoded audio accepted, seconds (``DSU_MAX_DURATION``).
@@ -97,6 +102,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "dsu" / "service")
     device: str = "auto"
     precision: str = DEFAULT_PRECISION
+    max_loaded_models: int = 1
+    memory_budget_mb: float | None = None
     max_upload_bytes: int = 100 * 1024 * 1024
     max_duration: float = 1800.0
     max_queue: int = 16
@@ -121,6 +128,10 @@ class Settings:
     worker_heartbeat: float = 5.0
 
     @property
+    def memory_budget_bytes(self) -> int | None:
+        return None if self.memory_budget_mb is None else int(self.memory_budget_mb * 2**20)
+
+    @property
     def max_body_bytes(self) -> int:
         """Largest request body: a base64 upload of ``max_upload_bytes`` plus JSON room."""
         return self.max_upload_bytes * 4 // 3 + 1024 * 1024
@@ -140,6 +151,10 @@ class Settings:
             data_dir=r.path("DSU_DATA_DIR", default.data_dir),
             device=r.text("DSU_DEVICE", default.device),
             precision=r.text("DSU_PRECISION", default.precision),
+            max_loaded_models=r.integer(
+                "DSU_MAX_LOADED_MODELS", default.max_loaded_models, lo=1, hi=64
+            ),
+            memory_budget_mb=r.number("DSU_MEMORY_BUDGET_MB", 0.0) or None,
             max_upload_bytes=int(r.number("DSU_MAX_UPLOAD_MB", 100.0) * 1024 * 1024),
             max_duration=r.number("DSU_MAX_DURATION", default.max_duration),
             max_queue=r.integer("DSU_MAX_QUEUE", default.max_queue, lo=1),
@@ -186,6 +201,8 @@ class Settings:
             )
         if self.max_upload_bytes <= 0:
             raise SettingsError("DSU_MAX_UPLOAD_MB must be positive")
+        if self.memory_budget_mb is not None and self.memory_budget_mb < 0:
+            raise SettingsError("DSU_MEMORY_BUDGET_MB must be positive (or 0 for no budget)")
         for name in (
             "separation_timeout",
             "max_duration",
