@@ -33,6 +33,7 @@ pipeline spec is validated without torch.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -106,7 +107,7 @@ def _wave(algorithm: str, weights: np.ndarray) -> Callable[[np.ndarray], np.ndar
     return fold
 
 
-class Combiner:
+class Combiner(ABC):
     """Combines one stem of ``M`` models block by block.
 
     :meth:`push` takes the models' next aligned blocks ``[M, C, n]`` and returns the
@@ -127,8 +128,9 @@ class Combiner:
             raise ValueError(f"more than the {self.length} samples announced")
         return self._push(blocks)
 
+    @abstractmethod
     def _push(self, blocks: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Combine blocks already counted against the announced length."""
 
 
 class _WaveCombiner(Combiner):

@@ -18,6 +18,7 @@ pass; for an earlier step's stem the steps before are run once more to measure i
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ Key = tuple[str, int]
 """A model's place: (step name, index among the step's models)."""
 
 
-class _Node:
+class _Node(ABC):
     """Publishes named streams; every subscriber of a stream gets each of its blocks."""
 
     def __init__(self) -> None:
@@ -74,9 +75,9 @@ class _Node:
         for queue in self._queues.get(stem, ()):
             queue.append(block)
 
+    @abstractmethod
     def advance(self) -> None:
         """Do some work: publish blocks, or set ``done``."""
-        raise NotImplementedError
 
 
 class _Mixture(_Node):
