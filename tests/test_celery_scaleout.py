@@ -112,8 +112,11 @@ def completed(stack: Stack, ids: list[str], timeout: float = 120) -> dict[str, d
 
 def exactly_one_webhook_each(stack: Stack, ids: list[str]) -> None:
     deadline = time.monotonic() + WEBHOOK_WAIT
-    while any(len(stack.hooks(job_id)) < 1 for job_id in ids):
-        assert time.monotonic() < deadline, [stack.hooks(j) for j in ids]
+    while missing := [job_id for job_id in ids if not stack.hooks(job_id)]:
+        assert time.monotonic() < deadline, {
+            job_id: httpx.get(f"{stack.api.url}/jobs/{job_id}").json().get("webhook")
+            for job_id in missing
+        }
         time.sleep(0.1)
     time.sleep(1.0)  # a duplicate would follow within the second
     for job_id in ids:

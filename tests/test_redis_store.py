@@ -75,13 +75,18 @@ def test_an_expired_lease_is_claimed_again_and_counted(store: RedisJobStore) -> 
     assert store.release("a", "other") and store.get("a").status == QUEUED
 
 
-def test_a_due_webhook_is_handed_out_once(store: RedisJobStore) -> None:
+def test_a_due_webhook_is_claimed_once_and_due_again_after_its_hold(
+    store: RedisJobStore,
+) -> None:
     store.create(job("a", webhook_url="http://hook"), 10)
     store.claim_job("a", "w", 30)
     store.fail("a", "w", "bad_audio", "nope", new_webhook('{"x":1}'))
     now = time.time() + 1
-    assert [j.id for j in store.due_webhooks(now)] == ["a"]
-    assert store.due_webhooks(now) == []  # held for the first dispatcher
+    assert store.claim_webhook(now, hold=7.0).id == "a"
+    # Held for the first dispatcher; should it die, due again when its try would have ended.
+    assert store.claim_webhook(now + 6.9, hold=7.0) is None
+    assert store.next_webhook_at() == pytest.approx(now + 7.0)
+    assert store.claim_webhook(now + 7.0, hold=7.0).id == "a"
     assert store.finished_before(now + 10) == []  # its webhook is pending
 
 

@@ -115,11 +115,15 @@ def test_webhook_state_and_retention_queries(store: SqliteJobStore) -> None:
     state = new_webhook('{"x":1}')
     assert store.fail("a", "w", "bad_audio", "nope", state)
     assert store.get("a").status == FAILED
-    assert [j.id for j in store.due_webhooks(time.time())] == ["a"]
+    now = time.time()
+    assert store.claim_webhook(now, hold=7.0).id == "a"
+    assert store.claim_webhook(now + 6.9, hold=7.0) is None  # held for the first dispatcher
+    assert store.next_webhook_at() == pytest.approx(now + 7.0)
+    assert store.claim_webhook(now + 7.0, hold=7.0).id == "a"
     assert store.finished_before(time.time() + 10) == []  # webhook still pending
     state.status = "delivered"
     store.update_webhook("a", state)
-    assert store.due_webhooks(time.time()) == []
+    assert store.claim_webhook(now + 60, hold=7.0) is None
     assert [j.id for j in store.finished_before(time.time() + 10)] == ["a"]
     assert store.get("a").webhook.event_id == state.event_id
 

@@ -92,3 +92,49 @@ def test_a_slow_receiver_does_not_delay_other_webhooks(store: SqliteJobStore) ->
     assert store.get("fast").webhook.attempts == 3 and store.get("slow").webhook.attempts == 1
     for message in [*hits, *slow.hits("/hook")]:
         Webhook(SECRET).verify(message.body, message.headers)
+
+
+class CountingStore(SqliteJobStore):
+    """The real store, counting how often a dispatcher looks for due webhooks."""
+
+    lookups = 0
+
+    def claim_webhook(self, now: float, hold: float) -> Job | None:
+        self.lookups += 1
+        return super().claim_webhook(now, hold)
+
+    def next_webhook_at(self) -> float | None:
+        self.lookups += 1
+        return super().next_webhook_at()
+
+
+def test_a_dispatcher_with_every_thread_busy_waits_instead_of_polling(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "jobs.sqlite3")
+    receiver = LocalHTTP()
+    released = threading.Event()
+
+    def sleepy(handler: object) -> tuple[int, dict[str, str], bytes]:
+        released.wait(SLOW_SECONDS)
+        return 200, {}, b"ok"
+
+    receiver.routes["/hook"] = sleepy
+    now = time.time()
+    finished_job(store, "first", f"{receiver.url}/hook", now - 1)
+    finished_job(store, "second", f"{receiver.url}/hook", now)  # due, but no thread is free
+    fetcher = Fetcher(AddressPolicy(allow_private=True))
+    dispatcher = WebhookDispatcher(store, fetcher, Signer(SECRET), 5, BACKOFF, 30.0, concurrency=1)
+    dispatcher.start()
+    try:
+        receiver.wait_for("/hook", timeout=5)
+        before = store.lookups
+        time.sleep(1.0)
+        assert store.lookups - before == 0  # nothing to do until the one thread is free
+        assert store.get("second").webhook.attempts == 0
+        released.set()
+        receiver.wait_for("/hook", count=2, timeout=5)
+    finally:
+        released.set()
+        dispatcher.stop()
+        fetcher.close()
+        receiver.close()
+        store.close()

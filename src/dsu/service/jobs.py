@@ -170,7 +170,10 @@ class JobStore(ABC):
         """1-based place of a queued job among queued jobs (0 when not queued)."""
 
     @abstractmethod
-    def due_webhooks(self, now: float, limit: int = 20) -> list[Job]: ...
+    def claim_webhook(self, now: float, hold: float) -> Job | None:
+        """The job whose webhook is due earliest at ``now``, its next try moved to
+        ``now + hold`` in the same step, so that no other dispatcher takes it meanwhile
+        and, should this one die, it is due again ``hold`` seconds later; or None."""
 
     @abstractmethod
     def next_webhook_at(self) -> float | None:

@@ -40,10 +40,6 @@ from dsu.service.jobs import (
     WebhookState,
 )
 
-# Seconds a webhook handed to a delivery thread stays out of due_webhooks, so that two API
-# processes never deliver it at once; the dispatcher sets its own time right after.
-WEBHOOK_HOLD = 60.0
-
 
 class StoreUnavailable(DSUError):
     """The Redis of the ``celery`` backend does not answer."""
@@ -136,12 +132,11 @@ return fields
 """
 
 # Hand out due webhooks: each is held for ARGV[3] seconds, so one process delivers it.
-_DUE_WEBHOOKS = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
-end
-return ids
+_CLAIM_WEBHOOK = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if #ids == 0 then return false end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ids[1])
+return ids[1]
 """
 
 _UPDATE_WEBHOOK = """
@@ -206,7 +201,7 @@ class RedisJobStore(JobStore):
             "release": _RELEASE,
             "finish": _FINISH,
             "delete": _DELETE,
-            "due_webhooks": _DUE_WEBHOOKS,
+            "claim_webhook": _CLAIM_WEBHOOK,
             "update_webhook": _UPDATE_WEBHOOK,
             "expire_leases": _EXPIRE_LEASES,
             "published": _PUBLISHED,
@@ -442,10 +437,10 @@ class RedisJobStore(JobStore):
 
     # -- webhooks and retention ----------------------------------------------------------
 
-    def due_webhooks(self, now: float, limit: int = 20) -> list[Job]:
-        ids = self._run("due_webhooks", [self._k["webhooks"]], [now, limit, WEBHOOK_HOLD])
-        jobs = [self.get(job_id) for job_id in ids]
-        return [job for job in jobs if job is not None and job.webhook is not None]
+    def claim_webhook(self, now: float, hold: float) -> Job | None:
+        job_id = self._run("claim_webhook", [self._k["webhooks"]], [now, hold])
+        job = self.get(job_id) if job_id else None
+        return job if job is not None and job.webhook is not None else None
 
     def next_webhook_at(self) -> float | None:
         first = self.redis.zrange(self._k["webhooks"], 0, 0, withscores=True)

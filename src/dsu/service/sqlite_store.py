@@ -258,13 +258,18 @@ class SqliteJobStore(JobStore):
 
     # -- webhooks and retention ----------------------------------------------------------
 
-    def due_webhooks(self, now: float, limit: int = 20) -> list[Job]:
-        rows = self._read(
-            "SELECT * FROM jobs WHERE webhook_status = ? AND webhook_next <= ?"
-            " ORDER BY webhook_next LIMIT ?",
-            (WEBHOOK_PENDING, now, limit),
-        )
-        return [_job(row) for row in rows]
+    def claim_webhook(self, now: float, hold: float) -> Job | None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM jobs WHERE webhook_status = ? AND webhook_next <= ?"
+                " ORDER BY webhook_next LIMIT 1",
+                (WEBHOOK_PENDING, now),
+            ).fetchone()
+            if row is None:
+                return None
+            job = _job(row)
+            db.execute("UPDATE jobs SET webhook_next = ? WHERE id = ?", (now + hold, job.id))
+            return job if job.webhook is not None else None
 
     def next_webhook_at(self) -> float | None:
         rows = self._read(

@@ -97,9 +97,10 @@ class WebhookDispatcher:
     backoff, counted from the end of the failed try, until ``max_attempts``; a refused
     address or HTTP 410 ends at once.
 
-    A webhook handed to a delivery thread is first rescheduled in the store to a moment
-    after its try must have ended, so the scheduler does not hand it out twice and a
-    server that dies mid-delivery tries it again after a restart.
+    The store claims a webhook for a delivery thread in one step that also moves its next
+    try past the end of this one (timeout + ``IN_FLIGHT_MARGIN``), so no dispatcher hands
+    it out twice and a server that dies at any point of a delivery tries it again that
+    soon after its restart.
     """
 
     def __init__(
@@ -149,8 +150,8 @@ class WebhookDispatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._hand_out()
-                next_at = self.store.next_webhook_at()
+                # With every thread busy, wait for one to finish: it wakes this loop.
+                next_at = None if self._hand_out() else self.store.next_webhook_at()
             except Exception:
                 log.exception("webhook loop error")
                 next_at = time.time() + 5.0
@@ -159,22 +160,34 @@ class WebhookDispatcher:
                 self._wake.wait(delay)
             self._wake.clear()
 
-    def _hand_out(self) -> None:
-        """Give due webhooks to idle delivery threads; the rest wait for the next round."""
-        while not self._stop.is_set() and self._idle.acquire(blocking=False):
-            due = self.store.due_webhooks(time.time(), limit=1)
-            if not due or due[0].webhook is None:
-                self._idle.release()
-                return
-            job, state = due[0], due[0].webhook
-            if not job.spec.webhook_url:  # nowhere to send it: never due again
-                state.status, state.last_error = WEBHOOK_FAILED, "the job has no webhook_url"
+    def _hand_out(self) -> bool:
+        """Give due webhooks to idle delivery threads; True when none is left idle."""
+        while not self._stop.is_set():
+            if not self._idle.acquire(blocking=False):
+                return True
+            item = None
+            try:
+                item = self._claim()
+            finally:
+                if item is None:
+                    self._idle.release()
+            if item is None:
+                return False
+            self._work.put(item)
+        return False
+
+    def _claim(self) -> tuple[str, str, WebhookState] | None:
+        """The next due webhook with somewhere to go, held in the store for its try."""
+        hold = self.timeout + IN_FLIGHT_MARGIN
+        while (job := self.store.claim_webhook(time.time(), hold)) is not None:
+            state = job.webhook
+            if job.spec.webhook_url:
+                state.next_at = time.time() + hold  # as the store holds it: the view stays true
                 self.store.update_webhook(job.id, state)
-                self._idle.release()
-                continue
-            state.next_at = time.time() + self.timeout + IN_FLIGHT_MARGIN
+                return job.id, job.spec.webhook_url, state
+            state.status, state.last_error = WEBHOOK_FAILED, "the job has no webhook_url"
             self.store.update_webhook(job.id, state)
-            self._work.put((job.id, job.spec.webhook_url, state))
+        return None
 
     def _send(self) -> None:
         while (item := self._work.get()) is not None:
