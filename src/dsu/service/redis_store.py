@@ -131,7 +131,8 @@ redis.call('PUBLISH', KEYS[7], 'deleted ' .. ARGV[1])
 return fields
 """
 
-# Hand out due webhooks: each is held for ARGV[3] seconds, so one process delivers it.
+# Claim the earliest due webhook and hold it for ARGV[2] seconds in the same step, so one
+# process delivers it and, should that one die, it is due again when its try would end.
 _CLAIM_WEBHOOK = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
 if #ids == 0 then return false end
