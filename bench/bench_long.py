@@ -7,8 +7,10 @@ runs ``dsu separate``. Each run is its own process; its peak RSS comes from ``wa
 Families: ``center`` (built-in, no weights), ``demucs`` (a tiny HTDemucs package),
 ``roformer`` (a tiny BS-RoFormer ``.ckpt`` + ``.yaml``, in the ``msst`` and ``uvr``
 framings), ``mdx23c`` (a tiny TFC-TDF U-Net ``.ckpt`` + ``.yaml``), ``vr`` (a tiny v5.1
-cascaded net, ``tests/test_vr_parity.write_v51``). Saved to ``bench/out/long.json``; the
-target is 1.5 GB.
+cascaded net, ``tests/test_vr_parity.write_v51``), ``mdx`` (a tiny UVR ONNX graph,
+``tests/tiny_mdx``), ``apollo``, ``scnet`` and ``bandit`` (small MSST ``.ckpt`` + ``.yaml``
+pairs; BandIt v2 runs at 48 kHz, so its input is resampled on the way). Saved to
+``bench/out/long.json``; the target is 1.5 GB.
 
 Usage: ``python bench/bench_long.py [--minutes 60] [--families center,demucs,roformer]``
 """
@@ -84,6 +86,10 @@ TINY_MDX23C = {
     "inference": {"batch_size": 1, "dim_t": 256, "num_overlap": 2},
 }
 """A TFC-TDF U-Net (MDX23C) of 0.37-second chunks, two scales, eight channels."""
+SCNET_CHUNK = 64 * 690
+"""About one second: 690 hops of the small SCNet's 64-sample STFT hop."""
+BANDIT_CHUNK = 64 * 750
+"""One second at BandIt v2's 48 kHz."""
 
 
 def write_input(path: Path, minutes: float) -> None:
@@ -106,9 +112,18 @@ def write_models(work: Path) -> Path:
     from msst.models.bs_roformer.bs_roformer import BSRoformer
     from msst.models.mdx23c_tfc_tdf_v3 import TFC_TDF_net
 
+    from dsu.archs.apollo import ApolloConfig
     from dsu.registry.scan import scan
+    from test_apollo import random_net, write_msst
+    from test_bandit_parity import reference as bandit_reference
+    from test_bandit_parity import small as bandit_small
+    from test_bandit_parity import write_folder as write_bandit
+    from test_scnet_parity import SMALL as SCNET_SMALL
+    from test_scnet_parity import msst_config, write_pair
+    from test_scnet_parity import reference as scnet_reference
     from test_vr_parity import V51_DATA, WINDOW, write_v51
     from tiny_demucs import tiny_net, write_package
+    from tiny_mdx import SMALL_DATA, export
 
     models = work / "models"
     models.mkdir()
@@ -118,6 +133,13 @@ def write_models(work: Path) -> Path:
     net = TFC_TDF_net(ConfigDict(TINY_MDX23C))
     torch.save(net.state_dict(), models / "tiny-mdx23c.ckpt")
     (models / "tiny-mdx23c.yaml").write_text(yaml.dump(TINY_MDX23C, Dumper=yaml.Dumper))
+    write_msst(random_net(ApolloConfig(feature_dim=16, layer=1)), models, name="tiny-apollo")
+    scnet_config = msst_config("scnet", SCNET_SMALL)
+    scnet_config["audio"]["chunk_size"] = SCNET_CHUNK
+    write_pair(models, "tiny-scnet", scnet_config, scnet_reference("scnet", SCNET_SMALL))
+    bandit_config = bandit_small()
+    bandit_config["audio"]["chunk_size"] = BANDIT_CHUNK
+    write_bandit(models, bandit_config, bandit_reference(bandit_config).state_dict())
     # The MSST pairs' entries as `dsu models scan` makes them; a manifest replaces the scan.
     entries = scan(models, warn=lambda _: None)["models"]
     weights = write_package(tiny_net("htdemucs"), models / "weights", "tiny0000")
@@ -133,6 +155,13 @@ def write_models(work: Path) -> Path:
         "stems": ["vocals", "instrumental"],
         "options": {**V51_DATA, **WINDOW},
     }
+    export(models / "tiny-mdx.onnx", SMALL_DATA)
+    entries["tiny-mdx"] = {
+        "arch": "mdx",
+        "weights": "tiny-mdx.onnx",
+        "stems": ["vocals", "instrumental"],
+        "options": {"model_data": SMALL_DATA},
+    }
     (models / "models.json").write_text(json.dumps({"version": 1, "models": entries}))
     return models
 
@@ -144,6 +173,10 @@ CASES = {
     "roformer-uvr": ["-m", "tiny-bs", "--framing", "uvr"],
     "mdx23c": ["-m", "tiny-mdx23c"],
     "vr": ["-m", "tiny-vr"],
+    "mdx": ["-m", "tiny-mdx"],
+    "apollo": ["-m", "tiny-apollo"],
+    "scnet": ["-m", "tiny-scnet"],
+    "bandit": ["-m", "dnr"],
 }
 
 
