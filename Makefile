@@ -56,7 +56,7 @@ format: install-test
 	$(VENV)/bin/ruff check --fix src tests bench
 
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 	node --test clients/node/test/
 
 # Each bench leaves bench/out/<name>.json; report.py renders bench/results.md and .png.

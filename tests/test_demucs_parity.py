@@ -110,3 +110,12 @@ def test_diffq_quantized_package_loads_like_demucs(mix: torch.Tensor, tmp_path: 
     for key, value in theirs.state_dict().items():
         assert torch.equal(ours.net.state_dict()[key], value), key
     assert sdr(reference(theirs, mix), separate_array(ours, mix)) >= 60
+
+
+def test_htdemucs_on_the_cpu_is_channels_last_and_matches(mix: torch.Tensor, tmp_path: Path):
+    net = tiny_net("htdemucs").eval()
+    expected = reference(net, mix)
+    model = load_entry(tmp_path, [net]).to(torch.device("cpu"))
+    convs = [p for p in model.net.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert sdr(expected, separate_array(model, mix)) >= 60

@@ -68,7 +68,12 @@ class DemucsModel(SeparationModel):
             return self.net(mix)
 
     def to(self, device: torch.device, dtype: torch.dtype = torch.float32) -> DemucsModel:
-        self.net.to(device=device, dtype=dtype)
+        # On the CPU, oneDNN runs HTDemucs' 2-D convolutions (spectral branch) without a
+        # layout reorder per call when the weights are channels-last: ~5% less time per
+        # chunk with 1 thread, ~3% with 2, at ~128 dB against the contiguous layout.
+        channels_last = torch.device(device).type == "cpu" and isinstance(self.net, HTDemucs)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(device=device, dtype=dtype, memory_format=memory_format)
         return self
 
 
