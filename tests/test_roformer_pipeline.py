@@ -106,7 +106,13 @@ def test_seed_worker_lines_with_the_denoise_alias(tmp_path: Path) -> None:
         assert loaded["stems"] == ["dry", "other"]
         done = request(
             process,
-            {"cmd": "separate", "input": str(source), "output": str(tmp_path / "out")},
+            # 1 s chunks: the full-size network at an eighth of its 8 s chunk's cost.
+            {
+                "cmd": "separate",
+                "input": str(source),
+                "output": str(tmp_path / "out"),
+                "segment": 1,
+            },
             timeout=600,
         )
         assert done["status"] == "done", done
