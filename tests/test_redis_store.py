@@ -1,6 +1,7 @@
 """The Redis job store's atomic steps against a real ``redis-server``: one claim wins, only
 the lease holder finishes, a webhook is handed to one dispatcher, state survives a
-restart of Redis, and the settings take the Celery backend."""
+restart of Redis, a restart sends every queued job again, and the settings take the
+Celery backend."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from dsu.service.celery_app import SHARED_QUEUE, Dispatch, make_celery, visibility_timeout
 from dsu.service.jobs import COMPLETED, QUEUED, RUNNING
 from dsu.service.redis_store import RedisJobStore, StoreUnavailable
+from dsu.service.requeue import Requeuer
 from dsu.service.settings import Settings, SettingsError
 from dsu.service.webhooks import new_webhook
+from dsu.service.worker_registry import WorkerRegistry
 from redis_support import RedisServer, free_port
 from store_contract import check_create_is_idempotent, job
 
@@ -125,3 +129,28 @@ def test_settings_and_an_absent_redis() -> None:
         Settings.from_env({"DSU_QUEUE": "celery", "DSU_REDIS_URL": "http://h"})
     with pytest.raises(StoreUnavailable, match="cannot reach Redis"):
         RedisJobStore(f"redis://127.0.0.1:{free_port()}/0", retry_seconds=1).ping()
+
+
+def test_a_redis_restart_sends_every_queued_job_again(tmp_path: Path) -> None:
+    """A message a worker took but had not claimed dies with its connection; after a
+    restart the requeuer sends the job again instead of waiting out the visibility timeout."""
+    server = RedisServer(tmp_path).start()
+    settings = Settings.from_env({"DSU_QUEUE": "celery", "DSU_REDIS_URL": server.url})
+    store = RedisJobStore(server.url)
+    try:
+        registry = WorkerRegistry(store.redis, store.prefix, settings.worker_heartbeat)
+        dispatch = Dispatch(make_celery(settings), store)
+        requeuer = Requeuer(store, registry, dispatch, 1.0, visibility_timeout(settings))
+        store.create(job("taken"), 10)
+        dispatch.send("taken")
+        requeuer.sweep(time.time())  # the first pass records which Redis it talks to
+        store.redis.delete(SHARED_QUEUE)  # a worker took the message from the broker
+        assert requeuer.sweep(time.time()) == [] and store.redis.llen(SHARED_QUEUE) == 0
+        server.kill()
+        server.start()
+        assert requeuer.sweep(time.time()) == ["taken"]
+        assert store.redis.llen(SHARED_QUEUE) == 1
+        assert requeuer.sweep(time.time()) == []
+    finally:
+        store.close()
+        server.stop()

@@ -331,6 +331,15 @@ class RedisJobStore(JobStore):
         created = self.redis.hget(self._job_key(first[0]), "created_at")
         return float(created) if created else None
 
+    def restarted(self) -> bool:
+        """Whether Redis restarted (or was replaced) since the last call by any process.
+
+        Each start of ``redis-server`` has a new ``run_id``; the last one seen is kept in
+        the store, so the first call after a restart, from whichever process, says so.
+        """
+        run_id = self.redis.info("server")["run_id"]
+        return self.redis.set(self.prefix + "redis-run-id", run_id, get=True) != run_id
+
     def mark_published(self, job_id: str, route: str, when: float) -> bool:
         """Record that the job's id went to the broker queue ``route``."""
         return bool(self._run("published", [self._job_key(job_id)], [when, route]))

@@ -8,7 +8,10 @@ and every worker runs a :class:`Requeuer`; one at a time (a lock in Redis) looks
   the broker's visibility timeout;
 - queued jobs never recorded as sent (the API died between storing and sending), or sent
   to the queue of a worker that is gone, or sent longer ago than the visibility timeout
-  (a broker that lost its data): sent again on the shared queue.
+  (a broker that lost its data): sent again on the shared queue;
+- every queued job, once, after Redis restarted: a message a worker had taken from the
+  broker but not yet claimed dies with that worker's connection (Redis would hand it out
+  again only after the visibility timeout), so the job would wait that long.
 
 A job sent twice runs once: the worker that claims it second finds it taken.
 """
@@ -78,6 +81,7 @@ class Requeuer:
                 log.warning("job %s: its worker stopped renewing the lease; sending again", job_id)
                 self.dispatch.send(job_id)
                 sent.append(job_id)
+        restarted = self.store.restarted()
         live = {worker.queue for worker in self.registry.alive()}
         for job_id in self.store.queued_ids():
             published, route, created = self.store.fields(
@@ -88,7 +92,7 @@ class Requeuer:
                 due = float(created or 0) < now - SEND_GRACE
             else:
                 lost_worker = bool(route) and route != SHARED_QUEUE and route not in live
-                due = lost_worker or published_at < now - self.resend_after
+                due = restarted or lost_worker or published_at < now - self.resend_after
             if due:
                 log.warning("job %s: queued but not safely sent; sending again", job_id)
                 self.dispatch.send(job_id)
