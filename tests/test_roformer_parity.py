@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from dsu.archs.roformer import build, load, parse_model_config
+from dsu.archs.roformer import build, layers, load, parse_model_config
 from dsu.archs.roformer.config import IGNORED_KEYS
 from dsu.archs.roformer.mel_band_roformer import mel_band_support
 from dsu.errors import RegistryError
@@ -152,6 +152,31 @@ def test_bs_roformer_returns_input_length() -> None:
         expected, got = ref(mix), ours(mix)
     assert got.shape == (2, 2, 2, mix.shape[-1])
     assert sdr(expected, got) >= PARITY_DB
+
+
+@pytest.mark.parametrize(
+    ("arch", "base"), [("bs_roformer", TINY_BS), ("mel_band_roformer", TINY_MEL)]
+)
+def test_layers_cut_into_cpu_slices_match_the_reference(
+    arch: str, base: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a tiny slice budget the attention and feed-forward layers run in many slices
+    of independent tokens, as a full-size chunk's do on the CPU, and still match."""
+    cuts: list[tuple[int | None, tuple[int, int]]] = []
+    whole = layers.cpu_slice
+
+    def recorded(x: torch.Tensor, width: int, seq_dim: int | None = None) -> tuple[int, int] | None:
+        cut = whole(x, width, seq_dim)
+        if cut is not None:
+            cuts.append((seq_dim, cut))
+        return cut
+
+    monkeypatch.setattr(layers, "CPU_SLICE_BYTES", 8192)
+    monkeypatch.setattr(layers, "cpu_slice", recorded)
+    config = case(base, zero_dc=False, stereo=True)
+    assert compare("audio-separator", arch, config, audio(2)) >= PARITY_DB
+    assert {seq_dim for seq_dim, _ in cuts} >= {None, 1, 2}  # feed-forward, time, frequency
+    assert all(axis != seq_dim for seq_dim, (axis, _) in cuts)
 
 
 @pytest.mark.slow
