@@ -210,6 +210,26 @@ def test_forward_under_autocast_keeps_fp32_spectra() -> None:
     assert sdr(full, low) >= 20
 
 
+@pytest.mark.parametrize("arch", ["bs_roformer", "mel_band_roformer"])
+def test_the_residual_stream_stays_fp32_under_autocast(arch: str) -> None:
+    """Only the layers compute in bf16: what every transformer takes and hands on (the
+    running sum of all layer outputs) keeps fp32's mantissa."""
+    tiny = TINY_BS if arch == "bs_roformer" else TINY_MEL
+    net = build(arch, case(tiny, stereo=True, linear_transformer_depth=1)).eval()
+    seen: list[torch.dtype] = []
+
+    def record(_: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        seen.extend([inputs[0].dtype, out.dtype])
+
+    for module in net.modules():
+        if isinstance(module, layers.Transformer):
+            module.register_forward_hook(record)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(audio(2))
+    assert len(seen) >= 6
+    assert set(seen) == {torch.float32}
+
+
 def test_network_trains() -> None:
     """The in-place rotary and mask steps keep autograd intact."""
     net = build("bs_roformer", case(TINY_BS, linear_transformer_depth=1, skip_connection=True))

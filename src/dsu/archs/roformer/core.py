@@ -143,7 +143,10 @@ class BandRoformer(nn.Module):
         features = torch.view_as_real(spec).permute(0, 3, 2, 1, 4).reshape(batch, frames, -1)
         if self.feature_index is not None:
             features = features.index_select(-1, self.feature_index)
-        x = self.band_split(features.to(self.band_split.to_features[0][1].weight.dtype))
+        # The residual stream stays in the weights' dtype under autocast too: its sums
+        # over 2 x depth layers are where a 16-bit mantissa loses the most.
+        dtype = self.band_split.to_features[0][1].weight.dtype
+        x = self.band_split(features.to(dtype)).to(dtype)
 
         x = self._transform(x)  # [B, T, bands, D]
 

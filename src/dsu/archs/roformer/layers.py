@@ -290,7 +290,9 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, seq_dim: int) -> torch.Tensor:
         for attn, ff in self.layers:
-            # Both return fresh tensors; adding in place saves a full-size allocation.
-            x = attn(x, seq_dim).add_(x)
-            x = ff(x).add_(x)
+            # Both return fresh tensors; adding in place saves a full-size allocation. The
+            # sum keeps x's dtype (fp32 under autocast: the layers' bf16 outputs are cast
+            # up; in fp32 the cast is a no-op).
+            x = attn(x, seq_dim).to(x.dtype).add_(x)
+            x = ff(x).to(x.dtype).add_(x)
         return self.norm(x)
