@@ -64,6 +64,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/bench_demucs.py --skip-hour
 	$(PY) bench/bench_roformer.py
 	$(PY) bench/bench_long.py
+	$(PY) bench/bench_precision.py
 	$(PY) bench/report.py
 
 bench-uvr: install-test
