@@ -36,8 +36,9 @@ def main() -> int:
     opts = parser.parse_args()
     models = SHARED / "models" / "tdc-vocals-ismir2020"
     if not models.is_dir():
-        print(f"no real model at {models}: this bench needs ../shared beside the checkout")
-        return 1
+        # Skipped, not failed: make bench runs on machines without ../shared too.
+        print(f"skipped: no real model at {models} (needs ../shared beside the checkout)")
+        return 0
     precisions = PRECISIONS[opts.device]
     separators = {
         p: Separator(MODEL, models_dir=models, device=opts.device, precision=p) for p in precisions
