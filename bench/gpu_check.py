@@ -23,6 +23,8 @@ weights, the ones the acceptance ratios need first:
   budget is 40 dB), and each run's peak GPU memory.
 
 Each case is skipped once the elapsed time passes ``--budget`` seconds (default 450).
+The real-model side of the precision budget on the same GPU takes seconds more:
+``python bench/bench_precision.py --device cuda``.
 """
 
 from __future__ import annotations
