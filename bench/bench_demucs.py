@@ -19,6 +19,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,19 @@ def make_network(work: Path) -> Path:
     return path
 
 
+def demucs_separate(net: Any, wav: Any) -> Any:
+    """``apply_model`` with ``demucs.api``'s normalisation: ``[C, T]`` -> ``[S, C, T]``,
+    on ``wav``'s device."""
+    import torch
+    from demucs.apply import apply_model
+
+    ref = wav.mean(0)
+    mean, std = ref.mean(), ref.std() + 1e-8
+    with torch.no_grad():
+        est = apply_model(net, ((wav - mean) / std)[None], shifts=0, overlap=0.25)[0]
+    return est * std + mean
+
+
 def run_one(which: str, work: Path, batch_size: int) -> dict:
     """One timed separation in this process; writes the stems to ``work/<which>.npy``."""
     import torch
@@ -69,17 +83,11 @@ def run_one(which: str, work: Path, batch_size: int) -> dict:
         elapsed = time.perf_counter() - started
         out = np.stack([result.stems[s] for s in SOURCES])
     else:
-        from demucs.apply import apply_model
         from demucs.states import load_model
 
         net = load_model(next((work / "weights").glob("*.th"))).eval()
         started = time.perf_counter()
-        wav = torch.from_numpy(mix)
-        ref = wav.mean(0)
-        mean, std = ref.mean(), ref.std() + 1e-8
-        with torch.no_grad():
-            est = apply_model(net, ((wav - mean) / std)[None], shifts=0, overlap=0.25)[0]
-        out = (est * std + mean).numpy()
+        out = demucs_separate(net, torch.from_numpy(mix)).numpy()
         elapsed = time.perf_counter() - started
     np.save(work / f"{which}.npy", out)
     return {"which": which, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}

@@ -210,10 +210,9 @@ def compile_cases(work: Path, deadline: float, chunk: np.ndarray) -> dict[str, A
 def demucs_cases(work: Path, mix: np.ndarray, deadline: float) -> dict[str, Any]:
     """HTDemucs through DSU (fp32, fp16) and through ``apply_model`` on the GPU (fp32)."""
     import torch
-    from demucs.apply import apply_model
     from demucs.states import load_model
 
-    from bench_demucs import make_network
+    from bench_demucs import demucs_separate, make_network
     from dsu import Separator
 
     weights = make_network(work)
@@ -244,13 +243,9 @@ def demucs_cases(work: Path, mix: np.ndarray, deadline: float) -> dict[str, Any]
         return results
     net = load_model(weights).eval().cuda()
     wav = torch.from_numpy(mix).cuda()
-    ref = wav.mean(0)
-    mean, std = ref.mean(), ref.std() + 1e-8
 
     def demucs_run() -> np.ndarray:
-        with torch.no_grad():
-            est = apply_model(net, ((wav - mean) / std)[None], shifts=0, overlap=0.25)[0]
-        return (est * std + mean).cpu().numpy()
+        return demucs_separate(net, wav).cpu().numpy()
 
     torch.cuda.reset_peak_memory_stats()
     demucs_run()  # warm-up
