@@ -17,7 +17,7 @@ RUN pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
 
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install ".[service,celery,quantized]"
+RUN pip install ".[service,celery,quantized,openvino]"
 
 ARG DSU_MODELS="htdemucs"
 ARG DEMUCS_MODEL="htdemucs"

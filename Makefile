@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[quantized,service]"
+	$(PIP) install -q -e ".[quantized,service,openvino]"
 	touch $@
 
 # The web page's browser tests (tests/test_web_page.py) drive Debian's chromium, installed

@@ -1,10 +1,14 @@
 """Demucs: DSU against Demucs' own separation, side by side, same weights and input.
 
 Case 1 runs a full-size HTDemucs (random weights: speed does not depend on them) on the
-same 60 s input through DSU (``Separator.separate`` on the array) and through
-``demucs.apply.apply_model`` with ``demucs.api``'s normalisation, alternately, each run in
-a fresh process so peak RSS is its own. It prints wall time, peak RSS, parity (SDR of
-DSU's stems against Demucs') and the time ratio DSU / Demucs.
+same 60 s input through ``demucs.apply.apply_model`` with ``demucs.api``'s normalisation
+and through DSU (``Separator.separate`` on the array): its default (fp32, ``auto``:
+torch), fp32 on OpenVINO, and bf16 with ``auto`` (OpenVINO when the ``openvino`` extra is
+installed), alternately, each run in a fresh process so peak RSS is its own. The
+compiled-graph cache is the run's own, so OpenVINO's first round pays for the export (the
+"all runs" line shows it) and later rounds read the saved graph. It prints wall time,
+peak RSS, parity (SDR of each DSU side's stems against Demucs') and the time ratio
+DSU / Demucs.
 
 Case 2 separates a 60-minute file to four stem files with a tiny random Demucs network
 and prints DSU's peak RSS: the memory is the engine's streaming, whatever the network.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +28,15 @@ from typing import Any
 
 import numpy as np
 
-from common import machine, peak_rss_mb, run_child, write_result
+from common import machine, peak_rss_mb, run_child, sdr, write_result
 
 SOURCES = ["drums", "bass", "other", "vocals"]
+DSU_SIDES = {
+    "dsu": ("auto", "fp32"),
+    "dsu-openvino": ("openvino", "fp32"),
+    "dsu-bf16": ("auto", "bf16"),
+}
+"""DSU's sides and the backend and precision each asks for."""
 
 
 def make_network(work: Path) -> Path:
@@ -71,13 +82,22 @@ def run_one(which: str, work: Path, batch_size: int) -> dict:
     import torch
 
     mix = np.load(work / "mix.npy")
-    if which == "dsu":
+    backend = None
+    if which in DSU_SIDES:
         from dsu import Separator
+        from dsu.engine.backends import resolve_backend
 
+        asked, precision = DSU_SIDES[which]
         separator = Separator(
-            "bench-htdemucs", models_dir=work, device="cpu", batch_size=batch_size
+            "bench-htdemucs",
+            models_dir=work,
+            device="cpu",
+            batch_size=batch_size,
+            backend=asked,
+            precision=precision,
         )
         separator.load()
+        backend = resolve_backend(asked, separator.model.backends, "cpu", precision)
         started = time.perf_counter()
         result = separator.separate(mix, 44100)
         elapsed = time.perf_counter() - started
@@ -90,7 +110,7 @@ def run_one(which: str, work: Path, batch_size: int) -> dict:
         out = demucs_separate(net, torch.from_numpy(mix)).numpy()
         elapsed = time.perf_counter() - started
     np.save(work / f"{which}.npy", out)
-    return {"which": which, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+    return {"which": which, "seconds": elapsed, "peak_rss_mb": peak_rss_mb(), "backend": backend}
 
 
 def run_hour(work: Path, minutes: float) -> dict:
@@ -141,7 +161,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--hour-minutes", type=float, default=60.0)
     parser.add_argument("--skip-hour", action="store_true")
-    parser.add_argument("--child", choices=("dsu", "demucs", "hour"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("demucs", *DSU_SIDES, "hour"), help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.child == "hour":
@@ -153,32 +173,31 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.environ["DSU_CACHE_DIR"] = str(work / "cache")  # the children's, cold at first
         make_network(work)
         rng = np.random.default_rng(0)
         np.save(
             work / "mix.npy",
             (0.2 * rng.standard_normal((2, int(opts.seconds * 44100)))).astype(np.float32),
         )
-        times: dict[str, list[float]] = {"dsu": [], "demucs": []}
-        rss: dict[str, float] = {"dsu": 0.0, "demucs": 0.0}
+        sides = ("demucs", *DSU_SIDES)
+        times: dict[str, list[float]] = {who: [] for who in sides}
+        rss = dict.fromkeys(sides, 0.0)
+        backends: dict[str, str | None] = {}
         common = ["--work", str(work), "--batch-size", str(opts.batch_size)]
         for _ in range(opts.rounds):
-            for which in ("demucs", "dsu"):
+            for which in sides:
                 report = run_child(__file__, ["--child", which, *common])
                 times[which].append(report["seconds"])
                 rss[which] = max(rss[which], report["peak_rss_mb"])
-        ours, theirs = np.load(work / "dsu.npy"), np.load(work / "demucs.npy")
-        parity = 10 * np.log10(np.square(theirs).sum() / max(np.square(theirs - ours).sum(), 1e-30))
+                backends[which] = report["backend"]
+        theirs = np.load(work / "demucs.npy")
         best = {k: min(v) for k, v in times.items()}
         print(
             f"HTDemucs full size, {opts.seconds:.0f} s stereo input, CPU, "
             f"{opts.rounds} rounds (best)"
         )
         print(f"  demucs apply_model : {best['demucs']:8.2f} s   peak RSS {rss['demucs']:7.0f} MB")
-        print(f"  DSU Separator      : {best['dsu']:8.2f} s   peak RSS {rss['dsu']:7.0f} MB")
-        print(f"  all runs (s)       : demucs {times['demucs']}  dsu {times['dsu']}")
-        print(f"  parity             : {parity:8.1f} dB SDR")
-        print(f"  ratio DSU/demucs   : {best['dsu'] / best['demucs']:8.3f}")
         runs = {
             who: {
                 "seconds": best[who],
@@ -186,13 +205,22 @@ def main() -> int:
                 "rtf": best[who] / opts.seconds,
                 "peak_rss_mb": rss[who],
             }
-            for who in ("demucs", "dsu")
+            for who in sides
         }
-        runs["dsu"] |= {
-            "parity_db": float(parity),
-            "parity_against": "demucs",
-            "speedup": best["demucs"] / best["dsu"],
-        }
+        for who in DSU_SIDES:
+            parity = sdr(theirs, np.load(work / f"{who}.npy"))
+            label = f"DSU ({who[4:] or 'default'}: {backends[who]})"
+            print(f"  {label:19s}: {best[who]:8.2f} s   peak RSS {rss[who]:7.0f} MB")
+            print(
+                f"    parity {parity:.1f} dB SDR, ratio DSU/demucs {best[who] / best['demucs']:.3f}"
+            )
+            runs[who] |= {
+                "backend": backends[who],
+                "parity_db": parity,
+                "parity_against": "demucs",
+                "speedup": best["demucs"] / best[who],
+            }
+        print("  all runs (s)       : " + "  ".join(f"{w} {times[w]}" for w in sides))
         result = {
             "machine": machine(),
             "seconds": opts.seconds,

@@ -50,3 +50,18 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Compiled graphs (the openvino backend's) go to a folder of the session's, not the
+    user's ``~/.cache/dsu``; CLI and worker subprocesses inherit it."""
+    import os
+
+    before = os.environ.get("DSU_CACHE_DIR")
+    os.environ["DSU_CACHE_DIR"] = str(tmp_path_factory.mktemp("dsu-cache"))
+    yield
+    if before is None:
+        del os.environ["DSU_CACHE_DIR"]
+    else:
+        os.environ["DSU_CACHE_DIR"] = before

@@ -23,7 +23,7 @@ from dsu.archs.normalization import StatsAccumulator
 from dsu.audio.encode import make_dirs, remove_empty_dirs
 from dsu.engine import EngineOptions, resolve_device, separate_stream
 from dsu.engine.allocator import keep_freed_memory, release_free_memory
-from dsu.engine.options import DEFAULT_PRECISION, check_against
+from dsu.engine.options import DEFAULT_BACKEND, DEFAULT_PRECISION, check_against
 from dsu.engine.overlap_add import stats_accumulator
 from dsu.errors import BadAudio, BadRequest, Cancelled
 from dsu.pipeline.ensemble import DEFAULT_ALGORITHM
@@ -77,7 +77,7 @@ class Separator:
             ``~/.cache/dsu/models``.
         device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
         precision: ``fp32``; ``fp16``/``bf16`` autocast on GPUs.
-        overlap, shifts, batch_size, segment, seed, framing: see
+        overlap, shifts, batch_size, segment, seed, framing, backend: see
             :class:`dsu.engine.EngineOptions`;
             the defaults of every call, which ``separate(options=)`` may replace.
         downmix: mix inputs of more than two channels down to stereo instead of refusing.
@@ -112,6 +112,7 @@ class Separator:
         segment: float | None = None,
         seed: int = 0,
         framing: str | None = None,
+        backend: str = DEFAULT_BACKEND,
         downmix: bool = False,
         model_options: dict[str, object] | None = None,
         allow_checksum_mismatch: bool = False,
@@ -160,6 +161,7 @@ class Separator:
             precision=precision,
             seed=seed,
             framing=framing,
+            backend=backend,
         )
         self.device = resolve_device(device)
         self.downmix = downmix

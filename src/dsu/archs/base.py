@@ -57,6 +57,9 @@ class SeparationModel(ABC):
             chunk lies (VR's whole-track window grid, Apollo's exact track ends).
         max_segment: the longest chunk in samples the network takes, or None for no limit
             (a user's ``--segment`` is checked against it).
+        backends: the runtimes the model can run on besides torch's eager mode
+            (:data:`dsu.engine.options.BACKENDS`); the engine picks one with
+            :meth:`use_backend`.
     """
 
     samplerate: int
@@ -74,9 +77,22 @@ class SeparationModel(ABC):
     max_segment: int | None = None
     positional: bool = False
 
+    backends: tuple[str, ...] = ()
+
     @property
     def framings(self) -> tuple[str, ...]:
         return (self.framing,)
+
+    def use_backend(self, backend: str, *, requested: bool) -> None:
+        """Run later forward passes with ``backend`` (``torch`` or one of
+        :attr:`backends`); ``requested``: the user asked for it (rather than ``auto``), so
+        a failure to set it up is an error instead of a fall back to torch.
+
+        Only torch's eager mode here: the engine passes ``torch`` to a model whose
+        :attr:`backends` is empty.
+        """
+        if backend != "torch":
+            raise ValueError(f"{type(self).__name__} runs on torch only, not {backend}")
 
     def valid_length(self, length: int, segment: int) -> int:
         """Input length the network needs to produce ``length`` output samples.

@@ -10,11 +10,12 @@ order.
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -24,6 +25,11 @@ from demucs.states import load_model
 from dsu.archs.base import Bag, SeparationModel
 from dsu.errors import RegistryError, UnsupportedModel
 from dsu.registry.entry import ModelEntry
+
+if TYPE_CHECKING:
+    from dsu.archs.demucs_openvino import OpenVinoHTDemucs
+
+log = logging.getLogger(__name__)
 
 
 class DemucsModel(SeparationModel):
@@ -36,6 +42,7 @@ class DemucsModel(SeparationModel):
         max_segment: the longest chunk in samples the network takes: an HTDemucs pads
             every chunk to its training segment and cannot take a longer one; None (no
             limit) for the convolutional generations.
+        backends: ``openvino`` for an HTDemucs (:mod:`dsu.archs.demucs_openvino`).
     """
 
     overlap = 0.25
@@ -51,6 +58,19 @@ class DemucsModel(SeparationModel):
         self.max_segment: int | None = (
             self.segment if isinstance(net, HTDemucs) and net.use_train_segment else None
         )
+        self.backends = ("openvino",) if isinstance(net, HTDemucs) else ()
+        self._openvino: OpenVinoHTDemucs | None = None
+        self._openvino_requested = False
+
+    def use_backend(self, backend: str, *, requested: bool) -> None:
+        if backend != "openvino":
+            self._openvino = None
+            return
+        from dsu.archs.demucs_openvino import OpenVinoHTDemucs
+
+        if self._openvino is None:
+            self._openvino = OpenVinoHTDemucs(self.net)
+        self._openvino_requested = requested
 
     def valid_length(self, length: int, segment: int) -> int:
         if isinstance(self.net, HTDemucs):
@@ -64,6 +84,16 @@ class DemucsModel(SeparationModel):
         """``[B, C, T] -> [B, S, C, T']``."""
         if mix.device.type != "cpu":
             return self.net(mix)
+        if self._openvino is not None:
+            try:
+                return self._openvino(mix)
+            except UnsupportedModel:
+                if self._openvino_requested:
+                    raise
+                log.warning(
+                    "this HTDemucs does not run on OpenVINO; it runs on torch", exc_info=True
+                )
+                self._openvino = None
         with _without_mha_fastpath():
             return self.net(mix)
 

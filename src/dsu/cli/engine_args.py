@@ -6,20 +6,28 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsu.engine.options import DEFAULT_PRECISION, FRAMINGS, PRECISIONS
+from dsu.engine.options import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, FRAMINGS, PRECISIONS
 
 if TYPE_CHECKING:
     from dsu.api import Separator
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--models-dir``, ``--device``, ``--precision``, ``--overlap``, ``--shifts``,
-    ``--batch-size``, ``--segment``, ``--framing`` and ``--allow-checksum-mismatch``."""
+    """Add ``--models-dir``, ``--device``, ``--precision``, ``--backend``, ``--overlap``,
+    ``--shifts``, ``--batch-size``, ``--segment``, ``--framing`` and
+    ``--allow-checksum-mismatch``."""
     parser.add_argument(
         "--models-dir", type=Path, help="models directory (default: DSU_MODELS_DIR)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS)
+    parser.add_argument(
+        "--backend",
+        default=DEFAULT_BACKEND,
+        choices=BACKENDS,
+        help="runtime of the forward pass: auto (the fastest installed one the model and "
+        "device allow), torch, or openvino (HTDemucs on the CPU; the openvino extra)",
+    )
     parser.add_argument(
         "--overlap",
         type=float,
@@ -72,6 +80,7 @@ def separator_from_args(
         batch_size=args.batch_size,
         segment=args.segment,
         framing=args.framing,
+        backend=args.backend,
         downmix=downmix,
         allow_checksum_mismatch=args.allow_checksum_mismatch,
     )
@@ -82,8 +91,18 @@ def separator_from_args(
 def check_engine_args(separator: Separator) -> None:
     """The engine checks that need the loaded model and its device: the segment and
     overlap against the model (:func:`dsu.engine.options.check_against`), and the
-    precision against the device. Raises BadRequest before any input is read."""
+    precision and the backend against the device. Raises BadRequest before any input is
+    read."""
     from dsu.engine import check_precision
+    from dsu.engine.backends import resolve_backend
 
     separator.check_options(separator.options)
     check_precision(separator.device, separator.options.precision)
+    if separator.pipeline is None:
+        for member in getattr(separator.model, "members", None) or [separator.model]:
+            resolve_backend(
+                separator.options.backend,
+                member.backends,
+                separator.device.type,
+                separator.options.precision,
+            )

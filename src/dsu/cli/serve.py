@@ -87,6 +87,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="fp32, fp16 (GPU) or bf16 (env DSU_PRECISION, default fp32)",
     )
     parser.add_argument(
+        "--backend",
+        default=None,
+        help="runtime of the forward pass: auto, torch or openvino (env DSU_BACKEND, default auto)",
+    )
+    parser.add_argument(
         "--queue",
         default=None,
         choices=QUEUES,
@@ -109,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             "data_dir": args.data_dir,
             "device": args.device,
             "precision": args.precision,
+            "backend": args.backend,
             "queue": args.queue,
         }
     )

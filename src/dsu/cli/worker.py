@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsu.engine.options import DEFAULT_PRECISION, PRECISIONS
+from dsu.engine.options import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, PRECISIONS
 from dsu.errors import DSUError
 from dsu.worker.device import DEVICE_NAMES
 
@@ -48,6 +48,13 @@ def configure(parser: argparse.ArgumentParser, *, arch_default: str | None = Non
         default=DEFAULT_PRECISION,
         choices=PRECISIONS,
         help=f"default: {DEFAULT_PRECISION}",
+    )
+    parser.add_argument(
+        "--backend",
+        default=DEFAULT_BACKEND,
+        choices=BACKENDS,
+        help=f"runtime of the forward pass (default: {DEFAULT_BACKEND}: the fastest installed "
+        "one the model and device allow)",
     )
     parser.add_argument(
         "--max-loaded-models",
@@ -118,6 +125,7 @@ def run(args: argparse.Namespace, allowed_archs: frozenset[str] | None = None) -
             memory_budget_mb=args.memory_budget,
             allowed_roots=resolve_roots(args.allowed_root),
             precision=args.precision,
+            backend=args.backend,
         )
     except DSUError as exc:
         print(f"dsu worker: {exc.message}", file=sys.stderr)

@@ -17,6 +17,8 @@ short).
   advance at least ``MIN_STEP_SAMPLES``.
 - ``framing``: one of :data:`FRAMINGS`; with a model, one of the framings it can run
   (``SeparationModel.framings``).
+- ``backend``: one of :data:`BACKENDS`; with a model, ``auto``, ``torch`` or one it offers
+  (``SeparationModel.backends``).
 
 The model-dependent rules need the loaded model: :func:`check_against`, which
 :meth:`dsu.api.Separator.separate` runs first.
@@ -36,6 +38,9 @@ FRAMINGS = ("demucs", "msst", "mdx", "uvr", "msst_demucs")
 """How the engine cuts a track into chunks and stitches them (:mod:`dsu.engine.framing`
 describes each; ``SeparationModel.framing`` is a model's own)."""
 DEFAULT_PRECISION = "fp32"
+BACKENDS = ("auto", "torch", "openvino")
+"""Which runtime runs the forward pass (:mod:`dsu.engine.backends` describes each)."""
+DEFAULT_BACKEND = "auto"
 
 MAX_SHIFTS = 20
 MAX_SHIFT_SECONDS = 10.0
@@ -79,6 +84,8 @@ class EngineOptions:
         seed: seeds the shifts, so a run is repeatable.
         framing: one of :data:`FRAMINGS` the model can run, e.g. ``uvr`` to cut an MSST
             checkpoint's track as audio-separator does; None uses the model's own.
+        backend: one of :data:`BACKENDS`: ``auto`` runs the fastest one the model, the
+            device and the installed packages allow.
 
     Raises:
         BadRequest: a value of the wrong type, not finite, or out of its range.
@@ -92,6 +99,7 @@ class EngineOptions:
     precision: str = DEFAULT_PRECISION
     seed: int = 0
     framing: str | None = None
+    backend: str = DEFAULT_BACKEND
 
     def __post_init__(self) -> None:
         # Normalised to plain int/float so that numpy scalars behave like Python numbers.
@@ -125,6 +133,8 @@ class EngineOptions:
             )
         if self.framing is not None and self.framing not in FRAMINGS:
             raise BadRequest(f"framing must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
+        if self.backend not in BACKENDS:
+            raise BadRequest(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         for name, value in values.items():
             object.__setattr__(self, name, value)
 
@@ -140,13 +150,18 @@ def check_against(options: EngineOptions, model: Any) -> None:
 
     Raises:
         BadRequest: the segment is too short or too long for the model, the overlap
-            leaves chunks that hardly advance, or the model cannot run the framing.
+            leaves chunks that hardly advance, or the model cannot run the framing or the
+            backend.
     """
     for member in getattr(model, "members", None) or [model]:
         if options.framing is not None and options.framing not in member.framings:
             raise BadRequest(
                 f"framing {options.framing!r} is not one this model runs; use "
                 f"{' or '.join(member.framings)}, or leave it out"
+            )
+        if options.backend not in ("auto", "torch", *member.backends):
+            raise BadRequest(
+                f"backend {options.backend!r} does not run this model; use auto or torch"
             )
     if options.segment is None and options.overlap is None:
         return  # the model's own framing

@@ -23,6 +23,7 @@ import torch
 
 from dsu.archs.base import Bag, SeparationModel
 from dsu.archs.normalization import StatsAccumulator, TrackStats
+from dsu.engine.backends import resolve_backend
 from dsu.engine.device import configure_threads, precision_context
 from dsu.engine.framing import Chunk, msst_index, plan
 from dsu.engine.options import EngineOptions
@@ -274,6 +275,9 @@ def iter_separate(
         raise ValueError("this model normalises the track: pass its TrackStats")
     stats = stats if bag.normalize else TrackStats()
     totals = [sum(bag.weights[m][row] for m in range(len(bag.members))) for row in rows]
+    for member in bag.members:
+        backend = resolve_backend(options.backend, member.backends, device.type, options.precision)
+        member.use_backend(backend, requested=options.backend != "auto")
     passes = _passes(bag, rows, length, options)
     shifts_of = {p.member: sum(q.member == p.member for q in passes) for p in passes}
     buffer = _InputBuffer(iter(blocks), bag.channels, length, stats)

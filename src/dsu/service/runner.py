@@ -313,7 +313,11 @@ class Runner:
             bitrate=spec.bitrate if spec.output_format == "mp3" else None,
             progress=progress,
             cancel=cancel,
-            options=dataclasses.replace(separator.options, precision=self.settings.precision),
+            options=dataclasses.replace(
+                separator.options,
+                precision=self.settings.precision,
+                backend=self.settings.backend,
+            ),
             step_progress=(lambda name, _fraction: step.update(name=name))
             if spec.pipeline
             else None,

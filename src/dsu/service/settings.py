@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsu.engine.options import DEFAULT_PRECISION
+from dsu.engine.options import DEFAULT_BACKEND, DEFAULT_PRECISION
 from dsu.errors import BadRequest
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -43,6 +43,8 @@ class Settings:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (``DSU_DEVICE``).
         precision: ``fp32``, or ``fp16``/``bf16`` autocast; fp16 needs a GPU
             (``DSU_PRECISION``; the choices are :data:`dsu.engine.options.PRECISIONS`).
+        backend: the runtime of the forward pass (``DSU_BACKEND``; the choices are
+            :data:`dsu.engine.options.BACKENDS`, default ``auto``).
         max_loaded_models: models kept loaded between jobs, least recently used evicted
             first (``DSU_MAX_LOADED_MODELS``); above 1, ensembles and chains stop reloading
             their members for every job.
@@ -102,6 +104,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "dsu" / "service")
     device: str = "auto"
     precision: str = DEFAULT_PRECISION
+    backend: str = DEFAULT_BACKEND
     max_loaded_models: int = 1
     memory_budget_mb: float | None = None
     max_upload_bytes: int = 100 * 1024 * 1024
@@ -151,6 +154,7 @@ class Settings:
             data_dir=r.path("DSU_DATA_DIR", default.data_dir),
             device=r.text("DSU_DEVICE", default.device),
             precision=r.text("DSU_PRECISION", default.precision),
+            backend=r.text("DSU_BACKEND", default.backend),
             max_loaded_models=r.integer(
                 "DSU_MAX_LOADED_MODELS", default.max_loaded_models, lo=1, hi=64
             ),
@@ -192,12 +196,16 @@ class Settings:
                 f"DSU_REDIS_URL={self.redis_url!r} is not a Redis URL (redis://host:port/db)"
             )
         # Imported here: the engine package loads torch, which settings must not need.
-        from dsu.engine.options import PRECISIONS
+        from dsu.engine.options import BACKENDS, PRECISIONS
 
         if self.precision not in PRECISIONS:
             raise SettingsError(
                 f"DSU_PRECISION={self.precision!r} is not a precision: use one of "
                 f"{', '.join(PRECISIONS)}"
+            )
+        if self.backend not in BACKENDS:
+            raise SettingsError(
+                f"DSU_BACKEND={self.backend!r} is not a backend: use one of {', '.join(BACKENDS)}"
             )
         if self.max_upload_bytes <= 0:
             raise SettingsError("DSU_MAX_UPLOAD_MB must be positive")

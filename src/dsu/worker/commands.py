@@ -330,7 +330,9 @@ class Commands:
             "framing": request.text("framing"),
         }
         given = {name: value for name, value in values.items() if value is not None}
-        return EngineOptions(precision=self.settings.precision, **given)
+        return EngineOptions(
+            precision=self.settings.precision, backend=self.settings.backend, **given
+        )
 
     # the model cache
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsu.archs.families import known_archs
-from dsu.engine.options import DEFAULT_PRECISION
+from dsu.engine.options import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION
 from dsu.errors import BadRequest
 from dsu.worker.device import check_device_name
 
@@ -28,6 +28,7 @@ class WorkerSettings:
         allowed_roots: resolved directories inputs and outputs must lie in; empty allows
             every path (desktop use).
         precision: ``fp32``, ``fp16`` or ``bf16``.
+        backend: one of :data:`dsu.engine.options.BACKENDS`.
         progress_interval: least seconds between two progress events of a request.
     """
 
@@ -38,10 +39,15 @@ class WorkerSettings:
     memory_budget_mb: float | None = None
     allowed_roots: tuple[Path, ...] = ()
     precision: str = DEFAULT_PRECISION
+    backend: str = DEFAULT_BACKEND
     progress_interval: float = 0.25
 
     def __post_init__(self) -> None:
         check_device_name(self.device)
+        if self.backend not in BACKENDS:
+            raise BadRequest(
+                f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
         unknown = sorted((self.archs or frozenset()) - set(known_archs()))
         if unknown:
             raise BadRequest(
