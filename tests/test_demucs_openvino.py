@@ -19,7 +19,7 @@ import torch
 from dsu.archs import demucs as demucs_family
 from dsu.engine import EngineOptions, check_against, separate_array
 from dsu.engine.backends import resolve_backend
-from dsu.errors import BadRequest
+from dsu.errors import BadRequest, UnsupportedModel
 from dsu.registry.entry import ModelEntry
 from helpers import sdr
 from test_demucs_parity import reference
@@ -145,6 +145,29 @@ def test_auto_runs_openvino_in_bf16_and_torch_in_fp32(
         model, mix, options=EngineOptions(precision="bf16", backend="openvino")
     )
     assert torch.equal(bf16, explicit)
+
+
+def test_a_network_that_does_not_export_falls_back_under_auto_only(
+    tmp_path: Path, cache: Path, mix: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+):
+    """An export failure (forced here) is an error when openvino was asked for, and a
+    logged fall back to torch, tried once, under auto."""
+    calls = []
+
+    def failing_export(*_: object, **__: object) -> None:
+        calls.append(1)
+        raise RuntimeError("an operator with no ONNX form")
+
+    monkeypatch.setattr(torch.onnx, "export", failing_export)
+    model = load(tmp_path)
+    with pytest.raises(UnsupportedModel, match=r"does not export to OpenVINO.*--backend torch"):
+        separate_array(model, mix, options=EngineOptions(backend="openvino"))
+    expected = separate_array(model, mix, options=EngineOptions(backend="torch", precision="bf16"))
+    for _ in range(2):
+        out = separate_array(model, mix, options=EngineOptions(precision="bf16"))
+        assert torch.equal(expected, out)
+    assert len(calls) == 2  # the request, then auto's one try
+    assert graphs(cache) == []
 
 
 def test_only_htdemucs_offers_openvino(tmp_path: Path):

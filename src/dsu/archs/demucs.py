@@ -59,18 +59,21 @@ class DemucsModel(SeparationModel):
             self.segment if isinstance(net, HTDemucs) and net.use_train_segment else None
         )
         self.backends = ("openvino",) if isinstance(net, HTDemucs) else ()
+        # Kept across separations, so a worker switching precision compiles each once.
         self._openvino: OpenVinoHTDemucs | None = None
-        self._openvino_requested = False
+        self._backend = "torch"
+        self._requested = False
+        self._openvino_failed = False  # under auto, a failed export is not retried
 
     def use_backend(self, backend: str, *, requested: bool) -> None:
-        if backend != "openvino":
-            self._openvino = None
-            return
-        from dsu.archs.demucs_openvino import OpenVinoHTDemucs
+        self._requested = requested
+        if backend == "openvino" and self._openvino_failed and not requested:
+            backend = "torch"
+        self._backend = backend
+        if backend == "openvino" and self._openvino is None:
+            from dsu.archs.demucs_openvino import OpenVinoHTDemucs
 
-        if self._openvino is None:
             self._openvino = OpenVinoHTDemucs(self.net)
-        self._openvino_requested = requested
 
     def valid_length(self, length: int, segment: int) -> int:
         if isinstance(self.net, HTDemucs):
@@ -84,16 +87,16 @@ class DemucsModel(SeparationModel):
         """``[B, C, T] -> [B, S, C, T']``."""
         if mix.device.type != "cpu":
             return self.net(mix)
-        if self._openvino is not None:
+        if self._backend == "openvino" and self._openvino is not None:
             try:
                 return self._openvino(mix)
             except UnsupportedModel:
-                if self._openvino_requested:
+                if self._requested:
                     raise
                 log.warning(
                     "this HTDemucs does not run on OpenVINO; it runs on torch", exc_info=True
                 )
-                self._openvino = None
+                self._backend, self._openvino_failed = "torch", True
         with _without_mha_fastpath():
             return self.net(mix)
 

@@ -150,7 +150,8 @@ class OpenVinoHTDemucs:
 
     def __init__(self, net: HTDemucs) -> None:
         self.net = net
-        self._compiled: dict[tuple[tuple[int, ...], str], Any] = {}
+        # (input shapes, precision hint) -> (compiled model, its infer request)
+        self._compiled: dict[tuple[tuple[int, ...], str], tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def __call__(self, mix: torch.Tensor) -> torch.Tensor:
@@ -170,9 +171,10 @@ class OpenVinoHTDemucs:
         with self._lock:
             key = (tuple(x.shape) + tuple(xt.shape), hint)
             if key not in self._compiled:
-                self._compiled[key] = self._compile(x, xt, hint)
-            compiled = self._compiled[key]
-            out = compiled.create_infer_request().infer([x.numpy(), xt.numpy()])
+                compiled = self._compile(x, xt, hint)
+                self._compiled[key] = compiled, compiled.create_infer_request()
+            compiled, request = self._compiled[key]
+            out = request.infer([x.numpy(), xt.numpy()])
         return torch.from_numpy(out[compiled.outputs[0]]), torch.from_numpy(
             out[compiled.outputs[1]]
         )
