@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dsu.archs import demucs as demucs_family
-from dsu.engine import EngineOptions, check_against, separate_array
+from dsu.engine import EngineOptions, separate_array
 from dsu.engine.backends import resolve_backend
 from dsu.errors import BadRequest, UnsupportedModel
 from dsu.registry.entry import ModelEntry
@@ -127,10 +127,9 @@ def test_auto_picks_openvino_for_htdemucs_in_bf16_on_the_cpu_only():
     assert resolve_backend("auto", (), "cpu", "bf16") == "torch"
     assert resolve_backend("torch", ("openvino",), "cpu", "bf16") == "torch"
     assert resolve_backend("openvino", ("openvino",), "cpu", "fp32") == "openvino"
+    assert resolve_backend("openvino", (), "cpu", "fp32") == "torch"  # the others: torch
     with pytest.raises(BadRequest, match="on the CPU"):
         resolve_backend("openvino", ("openvino",), "cuda", "fp32")
-    with pytest.raises(BadRequest, match="HTDemucs models only"):
-        resolve_backend("openvino", (), "cpu", "fp32")
 
 
 def test_auto_runs_openvino_in_bf16_and_torch_in_fp32(
@@ -170,13 +169,17 @@ def test_a_network_that_does_not_export_falls_back_under_auto_only(
     assert graphs(cache) == []
 
 
-def test_only_htdemucs_offers_openvino(tmp_path: Path):
+def test_only_htdemucs_offers_openvino_and_the_others_run_torch(
+    tmp_path: Path, cache: Path, mix: torch.Tensor
+):
+    """So one worker, service or chain setting serves every family."""
     assert load(tmp_path, "htdemucs").backends == ("openvino",)
     for kind in ("hdemucs", "demucs"):
         model = load(tmp_path, kind)
         assert model.backends == ()
-        with pytest.raises(BadRequest, match="does not run this model"):
-            check_against(EngineOptions(backend="openvino"), model)
+        asked = separate_array(model, mix, options=EngineOptions(backend="openvino"))
+        assert torch.equal(asked, separate_array(model, mix))
+    assert graphs(cache) == []
 
 
 def test_an_unknown_backend_is_a_bad_request():
@@ -229,6 +232,18 @@ def test_without_the_package_auto_runs_torch_and_openvino_names_the_extra(
     assert "pip install 'dsu[openvino]'" in asked.stderr
     assert "Traceback" not in asked.stderr
     assert not (tmp_path / "asked").exists()
+
+
+def test_the_cli_refuses_openvino_for_a_single_model_without_it(tmp_path: Path, song: Path):
+    models = write_models_dir(tmp_path / "models", {"tiny-h": {"nets": [("hdemucs", 0)]}})
+    done = run_cli(
+        tmp_path, "separate", str(song), "-m", "tiny-h", "--models-dir", str(models),
+        "-o", "out", "--backend", "openvino",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "--backend openvino runs HTDemucs models only" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_cli_runs_openvino_when_asked(tmp_path: Path, models_dir: Path, song: Path):

@@ -91,15 +91,24 @@ def separator_from_args(
 def check_engine_args(separator: Separator) -> None:
     """The engine checks that need the loaded model and its device: the segment and
     overlap against the model (:func:`dsu.engine.options.check_against`), and the
-    precision and the backend against the device. Raises BadRequest before any input is
-    read."""
+    precision and the backend against the device, and ``--backend openvino`` against
+    a single model that cannot use it. Raises BadRequest before any input is read."""
     from dsu.engine import check_precision
     from dsu.engine.backends import resolve_backend
+    from dsu.errors import BadRequest
 
     separator.check_options(separator.options)
     check_precision(separator.device, separator.options.precision)
     if separator.pipeline is None:
-        for member in getattr(separator.model, "members", None) or [separator.model]:
+        members = getattr(separator.model, "members", None) or [separator.model]
+        if separator.options.backend == "openvino" and not any(
+            "openvino" in member.backends for member in members
+        ):
+            raise BadRequest(
+                "--backend openvino runs HTDemucs models only; this one runs on torch "
+                "(--backend auto or torch)"
+            )
+        for member in members:
             resolve_backend(
                 separator.options.backend,
                 member.backends,

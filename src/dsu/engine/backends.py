@@ -1,8 +1,9 @@
 """Which runtime executes a model's forward pass (:data:`dsu.engine.options.BACKENDS`).
 
-``torch`` runs every family on every device. ``openvino`` runs what a model offers
+``torch`` runs every family on every device. ``openvino`` runs the models that offer it
 (``SeparationModel.backends``: HTDemucs' network between its STFT and iSTFT) through
-OpenVINO on the CPU, in fp32 or bf16; it needs the ``openvino`` extra. ``auto`` picks the
+OpenVINO on the CPU, in fp32 or bf16, and the others on torch, so one worker, service or
+chain setting serves every family; it needs the ``openvino`` extra. ``auto`` picks the
 faster one (bench/bench_demucs.py, full-size HTDemucs, 2 threads with AVX-512 and AMX):
 
 - fp32: ``torch``. OpenVINO takes ~5% less time per chunk than DSU's eager path, which
@@ -71,18 +72,14 @@ def resolve_backend(
         precision: one of :data:`dsu.engine.options.PRECISIONS`.
 
     Raises:
-        BadRequest: ``openvino`` for a model that does not offer it, off the CPU, or
-            without the package.
+        BadRequest: ``openvino`` for a model that offers it, off the CPU or without the
+            package.
     """
-    if requested == "torch":
+    if requested == "torch" or "openvino" not in offered:
         return "torch"
     if requested == "auto":
-        faster = precision == "bf16" and "openvino" in offered and device_type == "cpu"
+        faster = precision == "bf16" and device_type == "cpu"
         return "openvino" if faster and openvino_installed() else "torch"
-    if "openvino" not in offered:
-        raise BadRequest(
-            "the openvino backend runs HTDemucs models only; use --backend torch or auto"
-        )
     if device_type != "cpu":
         raise BadRequest(
             f"the openvino backend runs on the CPU, not {device_type}; use --device cpu"

@@ -17,8 +17,7 @@ short).
   advance at least ``MIN_STEP_SAMPLES``.
 - ``framing``: one of :data:`FRAMINGS`; with a model, one of the framings it can run
   (``SeparationModel.framings``).
-- ``backend``: one of :data:`BACKENDS`; with a model, ``auto``, ``torch`` or one it offers
-  (``SeparationModel.backends``).
+- ``backend``: one of :data:`BACKENDS` (a model that does not offer it runs on torch).
 
 The model-dependent rules need the loaded model: :func:`check_against`, which
 :meth:`dsu.api.Separator.separate` runs first.
@@ -150,18 +149,13 @@ def check_against(options: EngineOptions, model: Any) -> None:
 
     Raises:
         BadRequest: the segment is too short or too long for the model, the overlap
-            leaves chunks that hardly advance, or the model cannot run the framing or the
-            backend.
+            leaves chunks that hardly advance, or the model cannot run the framing.
     """
     for member in getattr(model, "members", None) or [model]:
         if options.framing is not None and options.framing not in member.framings:
             raise BadRequest(
                 f"framing {options.framing!r} is not one this model runs; use "
                 f"{' or '.join(member.framings)}, or leave it out"
-            )
-        if options.backend not in ("auto", "torch", *member.backends):
-            raise BadRequest(
-                f"backend {options.backend!r} does not run this model; use auto or torch"
             )
     if options.segment is None and options.overlap is None:
         return  # the model's own framing
