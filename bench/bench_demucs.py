@@ -7,8 +7,9 @@ torch), fp32 on OpenVINO, and bf16 with ``auto`` (OpenVINO when the ``openvino``
 installed), alternately, each run in a fresh process so peak RSS is its own. The
 compiled-graph cache is the run's own, so OpenVINO's first round pays for the export (the
 "all runs" line shows it) and later rounds read the saved graph. It prints wall time,
-peak RSS, parity (SDR of each DSU side's stems against Demucs') and the time ratio
-DSU / Demucs.
+peak RSS, parity (SDR of each DSU side's stems against Demucs'), the time ratio
+DSU / Demucs, the network's GFLOP per chunk and per second of audio, and each side's
+fraction of the machine's peak fp32 matmul rate.
 
 Case 2 separates a 60-minute file to four stem files with a tiny random Demucs network
 and prints DSU's peak RSS: the memory is the engine's streaming, whatever the network.
@@ -28,7 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from common import machine, peak_rss_mb, run_child, sdr, write_result
+from common import (
+    count_gflop,
+    machine,
+    peak_matmul_gflops,
+    peak_rss_mb,
+    run_child,
+    sdr,
+    write_result,
+)
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 DSU_SIDES = {
@@ -75,6 +84,22 @@ def demucs_separate(net: Any, wav: Any) -> Any:
     with torch.no_grad():
         est = apply_model(net, ((wav - mean) / std)[None], shifts=0, overlap=0.25)[0]
     return est * std + mean
+
+
+def network_cost(work: Path, frames: int) -> dict:
+    """GFLOP of one chunk (matmuls, convolutions and attention, counted on torch's path),
+    the chunks DSU's grid runs over ``frames`` samples (the same grid as
+    ``apply_model``'s), and this machine's peak fp32 matmul rate."""
+    import torch
+
+    from dsu import Separator
+    from dsu.engine import EngineOptions
+    from dsu.engine.framing import plan
+
+    model = Separator("bench-htdemucs", models_dir=work, device="cpu", backend="torch").model
+    gflop = count_gflop(lambda: model(torch.zeros(1, 2, model.segment)))
+    chunks = len(plan(model, frames, 0, EngineOptions()))
+    return {"gflop_per_chunk": gflop, "chunks": chunks, "peak_gflops": peak_matmul_gflops()}
 
 
 def run_one(which: str, work: Path, batch_size: int) -> dict:
@@ -197,20 +222,37 @@ def main() -> int:
             f"HTDemucs full size, {opts.seconds:.0f} s stereo input, CPU, "
             f"{opts.rounds} rounds (best)"
         )
-        print(f"  demucs apply_model : {best['demucs']:8.2f} s   peak RSS {rss['demucs']:7.0f} MB")
+        cost = network_cost(work, int(opts.seconds * 44100))
+        gflop = cost["chunks"] * cost["gflop_per_chunk"]
+        print(
+            f"  network            : {cost['gflop_per_chunk']:.0f} GFLOP per chunk, "
+            f"{cost['chunks']} chunks, {gflop / opts.seconds:.1f} GFLOP per second of audio; "
+            f"peak fp32 matmul {cost['peak_gflops']:.0f} GFLOP/s"
+        )
         runs = {
             who: {
                 "seconds": best[who],
                 "all_seconds": times[who],
                 "rtf": best[who] / opts.seconds,
                 "peak_rss_mb": rss[who],
+                "chunks": cost["chunks"],
+                "gflop_per_audio_second": gflop / opts.seconds,
+                # bf16 runs the same work on the AMX units: over the fp32 peak it can pass 1.
+                "peak_fraction": gflop / best[who] / cost["peak_gflops"],
             }
             for who in sides
         }
+        print(
+            f"  demucs apply_model : {best['demucs']:8.2f} s   peak RSS {rss['demucs']:7.0f} MB   "
+            f"{runs['demucs']['peak_fraction']:5.1%} of peak"
+        )
         for who in DSU_SIDES:
             parity = sdr(theirs, np.load(work / f"{who}.npy"))
             label = f"DSU ({who[4:] or 'default'}: {backends[who]})"
-            print(f"  {label:19s}: {best[who]:8.2f} s   peak RSS {rss[who]:7.0f} MB")
+            print(
+                f"  {label:19s}: {best[who]:8.2f} s   peak RSS {rss[who]:7.0f} MB   "
+                f"{runs[who]['peak_fraction']:5.1%} of peak"
+            )
             print(
                 f"    parity {parity:.1f} dB SDR, ratio DSU/demucs {best[who] / best['demucs']:.3f}"
             )
@@ -224,6 +266,7 @@ def main() -> int:
         result = {
             "machine": machine(),
             "seconds": opts.seconds,
+            "peak_gflops": cost["peak_gflops"],
             "configs": {"htdemucs": {"network": "HTDemucs (full size)", "runs": runs}},
         }
         if not opts.skip_hour:

@@ -47,11 +47,17 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def count_gflop(run: Callable[[], object]) -> float:
-    """GFLOP of the matmuls and convolutions ``run()`` performs (FlopCounterMode)."""
+    """GFLOP of the matmuls, convolutions and attention ``run()`` performs
+    (FlopCounterMode, which has no formula for the CPU's flash-attention kernel: counted
+    here as its two batched matmuls, as the counter counts the GPU's)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-    counter = FlopCounterMode(display=False)
+    def cpu_flash(query: Any, key: Any, value: Any, *_: Any, **__: Any) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    counter = FlopCounterMode(display=False, custom_mapping={cpu_attention: cpu_flash})
     with torch.inference_mode(), counter:
         run()
     return counter.get_total_flops() / 1e9
